@@ -1,0 +1,76 @@
+/* pochta.conf: one flat "key = value" file.
+ *
+ * Every setting has one row in the table in config.c: its name, type,
+ * default and a one-line description.  That table is the single source of
+ * truth for parsing, for `pochta config` (prints every key with its value)
+ * and for the README reference.  Unknown keys, repeated keys and bad values
+ * stop start-up with "FILE:LINE: key 'K': what is wrong".
+ *
+ * Syntax: '#' starts a comment line; blank lines are ignored; values are
+ * taken verbatim after trimming white space; lists are separated by white
+ * space or commas; sizes take k/M/G suffixes, durations s/m/h/d. */
+#ifndef POCHTA_CORE_CONFIG_H
+#define POCHTA_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct config {
+    char *path;                 /* absolute path of the file that was read */
+    char *dir;                  /* its directory: relative paths are resolved here */
+
+    char *hostname;             /* greeting, Received "by", self-signed cert CN */
+    char **domains;             /* local domains, lower-case, NULL-terminated */
+    size_t ndomains;
+    char *data_dir;             /* absolute */
+    char *run_as;               /* user to switch to when started as root */
+    enum { CONF_LOG_ERROR, CONF_LOG_WARN, CONF_LOG_INFO, CONF_LOG_DEBUG } log_level;
+
+    char *tls_cert;             /* absolute, PEM chain */
+    char *tls_key;              /* absolute, PEM key */
+
+    char *listen_smtp;          /* "host:port" or NULL when disabled */
+    char *listen_submission;
+    char *listen_submissions;
+
+    unsigned max_connections;
+    unsigned max_connections_per_ip;
+    unsigned worker_threads;
+
+    uint64_t max_message_size;
+    unsigned max_recipients;
+    unsigned max_command_line;
+    unsigned max_text_line;
+    unsigned max_errors;
+    unsigned max_received_headers;
+    unsigned smtp_timeout;      /* seconds, waiting for a command */
+    unsigned smtp_data_timeout; /* seconds, waiting for the next DATA/BDAT bytes */
+    bool vrfy;
+    bool expn;
+    char *recipient_delimiter;  /* "" disables subaddressing */
+
+    bool auth_allow_plaintext;  /* allow AUTH without TLS (never on smtp) */
+    unsigned auth_max_failures; /* per client address within auth_failure_window */
+    unsigned auth_failure_window;
+    unsigned auth_failure_delay;/* seconds added per recent failure */
+} config;
+
+/* Parse `path` into *cfg (which the caller zeroes).  On error return -1
+ * with a message "FILE:LINE: ..." in err.  Free with config_free(). */
+int config_load(const char *path, config *cfg, char *err, size_t errlen);
+/* Same, over text in memory (for tests and fuzzing); `name` is used in
+ * messages and relative paths resolve against `dir`. */
+int config_parse(const char *text, size_t len, const char *name, const char *dir,
+                 config *cfg, char *err, size_t errlen);
+void config_free(config *cfg);
+
+/* Print every key with its current value and description, as a valid
+ * config file. */
+void config_dump(const config *cfg, FILE *out);
+
+/* True if `domain` (any case) is one of cfg->domains. */
+bool config_is_local_domain(const config *cfg, const char *domain);
+
+#endif
