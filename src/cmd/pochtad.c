@@ -1,1 +1,220 @@
-int main(void) { return 0; }
+/* pochtad: the mail server daemon.
+ *
+ * Start-up order matters for safety: read the configuration and the TLS
+ * key and bind the listening sockets while still root, then switch to the
+ * unprivileged run_as user (inside the data directory) before a single
+ * byte from the network is read. */
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "auth/accounts.h"
+#include "auth/failures.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/privdrop.h"
+#include "core/util.h"
+#include "core/workpool.h"
+#include "net/listener.h"
+#include "net/tls.h"
+#include "smtp/smtp_server.h"
+
+/* After SIGTERM, sessions whose message is being written get this long to
+ * finish before the daemon exits anyway. */
+#define SHUTDOWN_GRACE_SECONDS 30
+
+struct listener_def {
+    struct smtp_server *srv;
+    const char *addr;
+    enum smtp_listener_kind kind;
+    int fd;
+    struct evconnlistener *ev;
+};
+
+static struct listener_def listeners[3];
+static struct smtp_server server;
+static struct event *shutdown_tick;
+static time_t shutdown_started;
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: pochtad [-c CONFIG] [-t]\n"
+                 "  -c CONFIG  configuration file (default /etc/pochta/pochta.conf)\n"
+                 "  -t         check the configuration and exit\n");
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *p)
+{
+    struct listener_def *def = p;
+    smtp_session_accept(def->srv, def->kind, fd, sa);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *p)
+{
+    struct listener_def *def = p;
+    /* EMFILE and friends: keep running, the next accept may succeed. */
+    log_error("accept on %s (%s): %s", def->addr, smtp_listener_name(def->kind), strerror(errno));
+}
+
+static void check_shutdown(evutil_socket_t fd, short what, void *p)
+{
+    struct event_base *base = p;
+    if (server.nsessions == 0 && workpool_pending(server.pool) == 0) {
+        event_base_loopbreak(base);
+        return;
+    }
+    if (time(NULL) - shutdown_started > SHUTDOWN_GRACE_SECONDS) {
+        log_warn("shutdown: %u sessions still open after %d s, exiting", server.nsessions,
+                 SHUTDOWN_GRACE_SECONDS);
+        event_base_loopbreak(base);
+    }
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *p)
+{
+    struct event_base *base = p;
+    if (sig == SIGHUP) {
+        log_info("SIGHUP: accounts and aliases are read live; restart to apply configuration changes");
+        return;
+    }
+    if (server.shutting_down) return;
+    log_info("signal %d: shutting down (%u sessions open)", (int)sig, server.nsessions);
+    shutdown_started = time(NULL);
+    for (size_t i = 0; i < 3; i++) {
+        if (listeners[i].ev) evconnlistener_free(listeners[i].ev);
+        listeners[i].ev = NULL;
+    }
+    smtp_server_shutdown(&server);
+    struct timeval tv = { 0, 50 * 1000 };
+    shutdown_tick = event_new(base, -1, EV_PERSIST, check_shutdown, base);
+    event_add(shutdown_tick, &tv);
+}
+
+int main(int argc, char **argv)
+{
+    const char *conf_path = "/etc/pochta/pochta.conf";
+    bool check_only = false;
+    int opt;
+    while ((opt = getopt(argc, argv, "c:th")) != -1) {
+        switch (opt) {
+        case 'c': conf_path = optarg; break;
+        case 't': check_only = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    log_init("pochtad", LOG_INFO);
+    umask(027);
+
+    static config cfg;
+    char err[512];
+    if (config_load(conf_path, &cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "pochtad: %s\n", err);
+        return 1;
+    }
+    log_set_level((enum log_level)cfg.log_level);
+
+    SSL_CTX *tls = tls_server_ctx_new(cfg.tls_cert, cfg.tls_key, err, sizeof err);
+    if (!tls) {
+        fprintf(stderr, "pochtad: %s\n", err);
+        return 1;
+    }
+    if (check_only) {
+        printf("%s: configuration OK\n", cfg.path);
+        return 0;
+    }
+
+    const char *addrs[3] = { cfg.listen_smtp, cfg.listen_submission, cfg.listen_submissions };
+    const enum smtp_listener_kind kinds[3] = { SMTP_LISTENER_MX, SMTP_LISTENER_SUBMISSION,
+                                               SMTP_LISTENER_SUBMISSIONS };
+    for (size_t i = 0; i < 3; i++) {
+        listeners[i] = (struct listener_def){ &server, addrs[i], kinds[i], -1, NULL };
+        if (!addrs[i]) continue;
+        listeners[i].fd = listener_bind(addrs[i], err, sizeof err);
+        if (listeners[i].fd < 0) {
+            fprintf(stderr, "pochtad: %s (%s)\n", err, smtp_listener_name(kinds[i]));
+            return 1;
+        }
+    }
+
+    if (privdrop_enter_data(cfg.data_dir, cfg.run_as, err, sizeof err) < 0) {
+        fprintf(stderr, "pochtad: %s\n", err);
+        return 1;
+    }
+    if (mkdir_p("tmp", 0750) < 0 || mkdir_p("mail", 0750) < 0 || mkdir_p("queue", 0750) < 0) {
+        fprintf(stderr, "pochtad: cannot create folders in %s: %s\n", cfg.data_dir, strerror(errno));
+        return 1;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    evthread_use_pthreads();
+    struct event_base *base = event_base_new();
+    if (!base) {
+        fprintf(stderr, "pochtad: cannot create event loop\n");
+        return 1;
+    }
+
+    accounts *acc = accounts_open("accounts.db", true, err, sizeof err);
+    if (!acc) {
+        fprintf(stderr, "pochtad: %s/accounts.db: %s\n", cfg.data_dir, err);
+        return 1;
+    }
+
+    server = (struct smtp_server){
+        .cfg = &cfg, .base = base, .tls = tls, .acc = acc,
+        .pool = workpool_new(base, cfg.worker_threads),
+        .failures = auth_failures_new(65536),
+        .limits = connlimit_new(cfg.max_connections, cfg.max_connections_per_ip),
+    };
+
+    for (size_t i = 0; i < 3; i++) {
+        if (listeners[i].fd < 0) continue;
+        listeners[i].ev = evconnlistener_new(base, on_accept, &listeners[i],
+                                             LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1,
+                                             listeners[i].fd);
+        if (!listeners[i].ev) {
+            fprintf(stderr, "pochtad: cannot watch %s\n", listeners[i].addr);
+            return 1;
+        }
+        evconnlistener_set_error_cb(listeners[i].ev, on_accept_error);
+        log_info("listening on %s (%s)", listeners[i].addr, smtp_listener_name(listeners[i].kind));
+    }
+
+    struct event *sigs[3];
+    const int signums[3] = { SIGTERM, SIGINT, SIGHUP };
+    for (size_t i = 0; i < 3; i++) {
+        sigs[i] = evsignal_new(base, signums[i], on_signal, base);
+        event_add(sigs[i], NULL);
+    }
+    log_info("pochtad %s started as uid %d, hostname %s, %zu local domain(s), data in %s",
+             "0.1.0", (int)geteuid(), cfg.hostname, cfg.ndomains, cfg.data_dir);
+
+    event_base_dispatch(base);
+
+    workpool_free(server.pool);
+    for (size_t i = 0; i < 3; i++) {
+        if (listeners[i].ev) evconnlistener_free(listeners[i].ev);
+        event_free(sigs[i]);
+    }
+    if (shutdown_tick) event_free(shutdown_tick);
+    auth_failures_free(server.failures);
+    connlimit_free(server.limits);
+    accounts_close(acc);
+    SSL_CTX_free(tls);
+    event_base_free(base);
+    log_info("pochtad stopped");
+    config_free(&cfg);
+    return 0;
+}

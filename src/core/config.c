@@ -56,7 +56,7 @@ static const struct keydef keys[] = {
       "longest SMTP command line in bytes, CRLF included (RFC 5321 4.5.3.1.4)" },
     { "max_text_line", K_UINT, F(max_text_line), "1000",
       "longest message text line in bytes, CRLF included (RFC 5321 4.5.3.1.6)" },
-    { "max_errors", K_UINT, F(max_errors), "10",
+    { "max_errors", K_UINT, F(max_errors), "20",
       "protocol errors before the session is closed with 421" },
     { "max_received_headers", K_UINT, F(max_received_headers), "50",
       "Received: headers after which a message is refused as a mail loop (5.4.6)" },
@@ -81,6 +81,8 @@ static const struct keydef keys[] = {
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
+
+static void errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static void errf(char *err, size_t errlen, const char *fmt, ...)
 {

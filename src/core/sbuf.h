@@ -27,7 +27,7 @@ void sbuf_append(sbuf *b, const void *p, size_t n);
 void sbuf_puts(sbuf *b, const char *s);
 void sbuf_putc(sbuf *b, char c);
 void sbuf_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void sbuf_vprintf(sbuf *b, const char *fmt, va_list ap);
+void sbuf_vprintf(sbuf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Never NULL: an empty buffer gives "". */
 const char *sbuf_cstr(const sbuf *b);
 /* Hand the heap string to the caller (who frees it) and reset the buffer. */

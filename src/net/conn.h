@@ -1,0 +1,64 @@
+/* conn: one client connection, plain or TLS, on the libevent loop.
+ *
+ * It hides the bufferevent so protocol sessions (SMTP now, POP3 and IMAP
+ * later) only see: bytes in (conn_input), bytes out (conn_write), a read
+ * timeout, STARTTLS, and "close once the output is flushed".
+ *
+ * Ownership: the session creates the conn and frees it with conn_free(),
+ * typically from its on_close callback.  Callbacks never free the conn
+ * themselves. */
+#ifndef POCHTA_NET_CONN_H
+#define POCHTA_NET_CONN_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+struct event_base;
+struct evbuffer;
+
+typedef struct conn conn;
+
+struct conn_ops {
+    /* New bytes are in conn_input(). */
+    void (*on_read)(conn *c, void *ud);
+    /* Read timeout expired (reading has stopped; reply and close). */
+    void (*on_timeout)(conn *c, void *ud);
+    /* The connection is finished: peer closed, I/O or TLS error, or a
+     * requested close completed.  The session frees everything here. */
+    void (*on_close)(conn *c, void *ud, const char *why);
+    /* STARTTLS or implicit TLS handshake completed. */
+    void (*on_tls)(conn *c, void *ud);
+};
+
+/* Wrap an accepted socket.  With tls != NULL the connection starts with
+ * a TLS handshake (implicit TLS). */
+conn *conn_new(struct event_base *base, int fd, const struct sockaddr *peer, SSL_CTX *tls,
+               const struct conn_ops *ops, void *ud);
+void conn_free(conn *c);
+
+struct evbuffer *conn_input(conn *c);
+void conn_write(conn *c, const void *data, size_t len);
+/* Bytes waiting to be sent (used to stop reading from a client that does
+ * not read our replies). */
+size_t conn_output_len(conn *c);
+const char *conn_ip(const conn *c);
+int conn_port(const conn *c);
+bool conn_is_tls(const conn *c);
+SSL *conn_ssl(const conn *c);
+
+void conn_set_timeout(conn *c, unsigned seconds);
+void conn_pause(conn *c);       /* stop reading (e.g. while a job runs) */
+void conn_resume(conn *c);
+
+/* Switch to TLS after the plain-text "go ahead" reply has been written:
+ * reading stops at once and whatever the client sent after the STARTTLS
+ * command is discarded (CVE-2011-0411 class command injection); once the
+ * reply is flushed the handshake starts and on_tls runs when it is done. */
+void conn_starttls(conn *c, SSL_CTX *tls);
+
+/* Stop reading, flush the output, then close and call on_close. */
+void conn_close_after_flush(conn *c, const char *why);
+
+#endif

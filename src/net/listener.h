@@ -1,0 +1,30 @@
+/* Listening sockets and the connection limits that guard them.
+ *
+ * Sockets are bound by listener_bind() while still root (ports < 1024),
+ * then handed to libevent after privileges are dropped. */
+#ifndef POCHTA_NET_LISTENER_H
+#define POCHTA_NET_LISTENER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+/* Bind and listen on "host:port" ("[::1]:25" for IPv6).  Returns the fd
+ * (non-blocking, close-on-exec) or -1 with err. */
+int listener_bind(const char *hostport, char *err, size_t errlen);
+
+/* Text form of a peer address without port: "192.0.2.1" or "2001:db8::1"
+ * (IPv4-mapped IPv6 addresses are shown as IPv4).  out must hold 64 bytes. */
+void sockaddr_ip(const struct sockaddr *sa, char out[64]);
+
+/* Counts of open connections, in total and per client address. */
+typedef struct connlimit connlimit;
+connlimit *connlimit_new(unsigned max_total, unsigned max_per_ip);
+void connlimit_free(connlimit *cl);
+/* Take a slot for ip: true if within limits (then connlimit_release must
+ * follow), false if a limit is reached (*why says which). */
+bool connlimit_acquire(connlimit *cl, const char *ip, const char **why);
+void connlimit_release(connlimit *cl, const char *ip);
+unsigned connlimit_total(const connlimit *cl);
+
+#endif

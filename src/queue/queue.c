@@ -1,0 +1,686 @@
+#include "queue/queue.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/sbuf.h"
+#include "core/util.h"
+
+#define QUEUE_MAGIC "pochta-queue 1"
+#define ENVELOPE_MAX (4u << 20)     /* recovery refuses envelope blocks larger than this */
+#define COPY_CHUNK (64u * 1024)
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS messages("
+    " qid TEXT PRIMARY KEY NOT NULL,"
+    " sender TEXT NOT NULL,"
+    " arrival INTEGER NOT NULL,"
+    " size INTEGER NOT NULL,"
+    " envid TEXT, ret INTEGER NOT NULL DEFAULT 0, body INTEGER NOT NULL DEFAULT 0,"
+    " smtputf8 INTEGER NOT NULL DEFAULT 0,"
+    " auth_user TEXT, client_ip TEXT, helo TEXT,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_attempt INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE IF NOT EXISTS rcpts("
+    " qid TEXT NOT NULL,"
+    " idx INTEGER NOT NULL,"
+    " address TEXT NOT NULL,"
+    " notify INTEGER NOT NULL DEFAULT 0,"
+    " orcpt TEXT,"
+    " state TEXT NOT NULL DEFAULT 'queued',"
+    " last_error TEXT,"
+    " PRIMARY KEY(qid, idx));"
+    "PRAGMA user_version = 1;";
+
+static void errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static char *path_join(const char *dir, const char *name)
+{
+    sbuf b = SBUF_INIT;
+    sbuf_printf(&b, "%s/%s", dir, name);
+    return sbuf_detach(&b);
+}
+
+/* A queue id names a file, so it must never contain anything else. */
+static bool valid_qid(const char *q)
+{
+    if (!q || strlen(q) != 16) return false;
+    for (const char *p = q; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'Z'))) return false;
+    return true;
+}
+
+/* ---- index ------------------------------------------------------------- */
+
+static sqlite3 *db_open(const char *queue_dir, bool create, char *err, size_t errlen)
+{
+    char *path = path_join(queue_dir, "queue.db");
+    sqlite3 *db = NULL;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+    char *msg = NULL;
+    if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {
+        errf(err, errlen, "queue index %s: %s", path, db ? sqlite3_errmsg(db) : "cannot allocate");
+        goto fail;
+    }
+    sqlite3_busy_timeout(db, 10000);
+    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL, NULL, &msg) != SQLITE_OK ||
+        (create && sqlite3_exec(db, schema, NULL, NULL, &msg) != SQLITE_OK)) {
+        errf(err, errlen, "queue index %s: %s", path, msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        goto fail;
+    }
+    free(path);
+    return db;
+fail:
+    sqlite3_close(db);
+    free(path);
+    return NULL;
+}
+
+static int bind_opt(sqlite3_stmt *st, int i, const char *s)
+{
+    return s ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
+}
+
+/* Insert the rows for one message in one committed transaction. */
+static int index_insert(sqlite3 *db, const struct queue_envelope *env, time_t arrival, uint64_t size,
+                        char *err, size_t errlen)
+{
+    sqlite3_stmt *m = NULL, *r = NULL;
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        errf(err, errlen, "queue index: begin: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    if (sqlite3_prepare_v2(db, "INSERT INTO messages(qid, sender, arrival, size, envid, ret, body, smtputf8,"
+                           " auth_user, client_ip, helo) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+                           -1, &m, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "INSERT INTO rcpts(qid, idx, address, notify, orcpt) VALUES(?1,?2,?3,?4,?5)",
+                           -1, &r, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_bind_text(m, 1, env->qid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(m, 2, env->mail_from, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(m, 3, (sqlite3_int64)arrival);
+    sqlite3_bind_int64(m, 4, (sqlite3_int64)size);
+    bind_opt(m, 5, env->envid);
+    sqlite3_bind_int(m, 6, env->ret);
+    sqlite3_bind_int(m, 7, env->body);
+    sqlite3_bind_int(m, 8, env->smtputf8);
+    bind_opt(m, 9, env->auth_user);
+    bind_opt(m, 10, env->client_ip);
+    bind_opt(m, 11, env->helo);
+    if (sqlite3_step(m) != SQLITE_DONE) goto fail;
+    for (size_t i = 0; i < env->nrcpts; i++) {
+        sqlite3_reset(r);
+        sqlite3_bind_text(r, 1, env->qid, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(r, 2, (sqlite3_int64)i);
+        sqlite3_bind_text(r, 3, env->rcpts[i].address, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(r, 4, env->rcpts[i].notify);
+        bind_opt(r, 5, env->rcpts[i].orcpt && *env->rcpts[i].orcpt ? env->rcpts[i].orcpt : NULL);
+        if (sqlite3_step(r) != SQLITE_DONE) goto fail;
+    }
+    sqlite3_finalize(m);
+    sqlite3_finalize(r);
+    m = r = NULL;
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) goto fail;
+    return 0;
+fail:
+    errf(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(m);
+    sqlite3_finalize(r);
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+/* ---- envelope block ---------------------------------------------------- */
+
+static void put_escaped(sbuf *b, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p <= 0x20 || *p == '%' || *p == 0x7f) {
+            char e[3] = { '%', hex[*p >> 4], hex[*p & 15] };
+            sbuf_append(b, e, 3);
+        } else {
+            sbuf_putc(b, (char)*p);
+        }
+    }
+}
+
+static void put_field(sbuf *b, const char *key, const char *value)
+{
+    sbuf_puts(b, key);
+    sbuf_putc(b, ' ');
+    put_escaped(b, value);
+    sbuf_putc(b, '\n');
+}
+
+static void format_envelope(sbuf *b, const struct queue_envelope *env, time_t arrival, uint64_t size)
+{
+    sbuf_puts(b, QUEUE_MAGIC "\n");
+    put_field(b, "qid", env->qid);
+    sbuf_printf(b, "arrival %lld\nsize %llu\n", (long long)arrival, (unsigned long long)size);
+    put_field(b, "sender", env->mail_from);
+    if (env->envid) put_field(b, "envid", env->envid);
+    sbuf_printf(b, "ret %d\nbody %d\nsmtputf8 %d\n", env->ret, env->body, env->smtputf8 ? 1 : 0);
+    if (env->auth_user) put_field(b, "auth", env->auth_user);
+    if (env->client_ip) put_field(b, "client", env->client_ip);
+    if (env->helo) put_field(b, "helo", env->helo);
+    for (size_t i = 0; i < env->nrcpts; i++) {
+        sbuf_printf(b, "rcpt %u ", env->rcpts[i].notify);
+        put_escaped(b, env->rcpts[i].address);
+        if (env->rcpts[i].orcpt && *env->rcpts[i].orcpt) {
+            sbuf_putc(b, ' ');
+            put_escaped(b, env->rcpts[i].orcpt);
+        }
+        sbuf_putc(b, '\n');
+    }
+    sbuf_putc(b, '\n');
+}
+
+/* An envelope read back from a file; owns every string. */
+struct parsed {
+    struct queue_envelope env;
+    struct queue_rcpt *rcpts;
+    size_t cap;
+    time_t arrival;
+    uint64_t size;
+    char *strs[8];
+    size_t nstrs;
+};
+
+static void parsed_free(struct parsed *p)
+{
+    for (size_t i = 0; i < p->env.nrcpts; i++) {
+        free((char *)p->rcpts[i].address);
+        free((char *)p->rcpts[i].orcpt);
+    }
+    free(p->rcpts);
+    for (size_t i = 0; i < p->nstrs; i++) free(p->strs[i]);
+    memset(p, 0, sizeof *p);
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+/* Unescape s[0..n) into a heap string; NULL if malformed. */
+static char *unescape(const char *s, size_t n)
+{
+    sbuf b = SBUF_INIT;
+    sbuf_append(&b, "", 0);
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '%') {
+            sbuf_putc(&b, s[i]);
+            continue;
+        }
+        int h = i + 2 < n ? hexval(s[i + 1]) : -1, l = i + 2 < n ? hexval(s[i + 2]) : -1;
+        if (h < 0 || l < 0 || (h == 0 && l == 0)) {
+            sbuf_free(&b);
+            return NULL;
+        }
+        sbuf_putc(&b, (char)(h << 4 | l));
+        i += 2;
+    }
+    return sbuf_detach(&b);
+}
+
+static const char *keep(struct parsed *p, char *s)
+{
+    if (!s || p->nstrs == sizeof p->strs / sizeof p->strs[0]) {
+        free(s);
+        return NULL;
+    }
+    return p->strs[p->nstrs++] = s;
+}
+
+static int parse_line(struct parsed *p, char *line)
+{
+    char *sp = strchr(line, ' ');
+    const char *key = line;
+    char *val = sp ? sp + 1 : line + strlen(line);
+    if (sp) *sp = '\0';
+    size_t vlen = strlen(val);
+    char *end;
+    if (!strcmp(key, "qid")) return (p->env.qid = keep(p, unescape(val, vlen))) ? 0 : -1;
+    if (!strcmp(key, "sender")) return (p->env.mail_from = keep(p, unescape(val, vlen))) ? 0 : -1;
+    if (!strcmp(key, "envid")) return (p->env.envid = keep(p, unescape(val, vlen))) ? 0 : -1;
+    if (!strcmp(key, "auth")) return (p->env.auth_user = keep(p, unescape(val, vlen))) ? 0 : -1;
+    if (!strcmp(key, "client")) return (p->env.client_ip = keep(p, unescape(val, vlen))) ? 0 : -1;
+    if (!strcmp(key, "helo")) return (p->env.helo = keep(p, unescape(val, vlen))) ? 0 : -1;
+    if (!strcmp(key, "arrival")) { p->arrival = (time_t)strtoll(val, &end, 10); return *end ? -1 : 0; }
+    if (!strcmp(key, "size")) { p->size = strtoull(val, &end, 10); return *end || !*val ? -1 : 0; }
+    if (!strcmp(key, "ret")) { p->env.ret = (int)strtol(val, &end, 10); return *end ? -1 : 0; }
+    if (!strcmp(key, "body")) { p->env.body = (int)strtol(val, &end, 10); return *end ? -1 : 0; }
+    if (!strcmp(key, "smtputf8")) { p->env.smtputf8 = val[0] == '1'; return 0; }
+    if (!strcmp(key, "rcpt")) {
+        unsigned long notify = strtoul(val, &end, 10);
+        if (end == val || *end != ' ') return -1;
+        char *addr = end + 1, *orcpt = strchr(addr, ' ');
+        if (orcpt) *orcpt++ = '\0';
+        struct queue_rcpt r = { unescape(addr, strlen(addr)), (unsigned)notify,
+                                orcpt ? unescape(orcpt, strlen(orcpt)) : NULL };
+        if (p->env.nrcpts == p->cap) {
+            p->cap = p->cap ? p->cap * 2 : 4;
+            p->rcpts = xrealloc(p->rcpts, p->cap * sizeof *p->rcpts);
+        }
+        p->rcpts[p->env.nrcpts++] = r;
+        p->env.rcpts = p->rcpts;
+        return r.address && *r.address && (!orcpt || r.orcpt) ? 0 : -1;
+    }
+    return 0;   /* unknown keys are for newer versions: ignore */
+}
+
+/* Read and check the envelope of a queue file: the file must be exactly
+ * envelope + size bytes.  Returns 0 or -1 with err. */
+static int read_envelope(int dirfd, const char *name, struct parsed *p, char *err, size_t errlen)
+{
+    memset(p, 0, sizeof *p);
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (!f) {
+        errf(err, errlen, "%s", strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    uint64_t hdr = 0;
+    bool first = true, done = false;
+    int rc = -1;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        hdr += (uint64_t)n;
+        if (hdr > ENVELOPE_MAX || line[n - 1] != '\n') break;
+        line[n - 1] = '\0';
+        if (first) {
+            if (strcmp(line, QUEUE_MAGIC) != 0) break;
+            first = false;
+            continue;
+        }
+        if (!line[0]) { done = true; break; }
+        if (parse_line(p, line) < 0) break;
+    }
+    struct stat st;
+    if (!done) errf(err, errlen, "unreadable envelope block");
+    else if (!valid_qid(p->env.qid) || strcmp(p->env.qid, name) != 0) errf(err, errlen, "qid does not match file name");
+    else if (!p->env.mail_from || p->env.nrcpts == 0) errf(err, errlen, "envelope without sender or recipients");
+    else if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != hdr + p->size)
+        errf(err, errlen, "size %llu does not match envelope (%llu + %llu)",
+             (unsigned long long)st.st_size, (unsigned long long)hdr, (unsigned long long)p->size);
+    else rc = 0;
+    free(line);
+    fclose(f);
+    if (rc < 0) parsed_free(p);
+    return rc;
+}
+
+/* ---- locking ----------------------------------------------------------- */
+
+static int lock_queue(const char *queue_dir, int how, char *err, size_t errlen)
+{
+    char *path = path_join(queue_dir, "lock");
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        errf(err, errlen, "queue lock %s: %s", path, strerror(errno));
+        free(path);
+        return -1;
+    }
+    free(path);
+    while (flock(fd, how) < 0) {
+        if (errno == EINTR) continue;
+        errf(err, errlen, "queue lock: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* ---- enqueue ----------------------------------------------------------- */
+
+/* Copy len bytes of in from offset 0 to out's current position, without
+ * touching in's file offset. */
+static int copy_spool(int in, int out, uint64_t len, char *err, size_t errlen)
+{
+    off_t off = 0;
+    uint64_t left = len;
+    bool kernel_copy = true;
+    char *buf = NULL;
+    int rc = 0;
+    while (left > 0 && rc == 0) {
+        size_t want = left > (1u << 30) ? (1u << 30) : (size_t)left;
+        if (kernel_copy) {
+            ssize_t n = copy_file_range(in, &off, out, NULL, want, 0);
+            if (n > 0) { left -= (uint64_t)n; continue; }
+            if (n < 0 && errno == EINTR) continue;
+            if (n == 0 || (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP &&
+                           errno != EBADF && errno != EPERM && errno != ETXTBSY)) {
+                if (n == 0) errf(err, errlen, "spool file shorter than %llu bytes", (unsigned long long)len);
+                else errf(err, errlen, "copying spool: %s", strerror(errno));
+                rc = -1;
+                break;
+            }
+            kernel_copy = false;    /* fall back to read/write from the same offset */
+        }
+        if (!buf) buf = xmalloc(COPY_CHUNK);
+        ssize_t n = pread(in, buf, want < COPY_CHUNK ? want : COPY_CHUNK, off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            if (n == 0) errf(err, errlen, "spool file shorter than %llu bytes", (unsigned long long)len);
+            else errf(err, errlen, "reading spool: %s", strerror(errno));
+            rc = -1;
+        } else if (write_full(out, buf, (size_t)n) < 0) {
+            errf(err, errlen, "writing queue file: %s", strerror(errno));
+            rc = -1;
+        } else {
+            off += n;
+            left -= (uint64_t)n;
+        }
+    }
+    free(buf);
+    return rc;
+}
+
+int queue_enqueue(const char *queue_dir, const struct queue_envelope *env, const void *prefix, size_t prefix_len,
+                  int spool_fd, uint64_t spool_len, char *err, size_t errlen)
+{
+    if (!valid_qid(env->qid) || !env->mail_from || env->nrcpts == 0) {
+        errf(err, errlen, "bad envelope (queue id, sender or recipients missing)");
+        return -1;
+    }
+    for (size_t i = 0; i < env->nrcpts; i++) {
+        if (!env->rcpts[i].address || !*env->rcpts[i].address) {
+            errf(err, errlen, "bad envelope (empty recipient)");
+            return -1;
+        }
+    }
+    int lock = lock_queue(queue_dir, LOCK_SH, err, errlen);
+    if (lock < 0) return -1;
+
+    char tmpname[32];
+    snprintf(tmpname, sizeof tmpname, "tmp.%s", env->qid);
+    char *tmp = path_join(queue_dir, tmpname), *final = path_join(queue_dir, env->qid);
+    time_t arrival = time(NULL);
+    uint64_t size = prefix_len + spool_len;
+    sbuf hdr = SBUF_INIT;
+    format_envelope(&hdr, env, arrival, size);
+    int rc = -1;
+    bool linked = false;
+    sqlite3 *db = NULL;
+
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        errf(err, errlen, "creating %s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    if (write_full(fd, hdr.data, hdr.len) < 0 || (prefix_len && write_full(fd, prefix, prefix_len) < 0)) {
+        errf(err, errlen, "writing %s: %s", tmp, strerror(errno));
+        goto out_unlink;
+    }
+    if (copy_spool(spool_fd, fd, spool_len, err, errlen) < 0) goto out_unlink;
+    if (fsync(fd) < 0) {
+        errf(err, errlen, "fsync %s: %s", tmp, strerror(errno));
+        goto out_unlink;
+    }
+    int c = close(fd);
+    fd = -1;
+    if (c < 0) {
+        errf(err, errlen, "closing %s: %s", tmp, strerror(errno));
+        goto out_unlink;
+    }
+    /* link() rather than rename(): never replaces a message already queued. */
+    if (link(tmp, final) < 0) {
+        errf(err, errlen, "linking %s: %s", final, errno == EEXIST ? "queue id already in use" : strerror(errno));
+        goto out_unlink;
+    }
+    linked = true;
+    unlink(tmp);
+    if (fsync_dir(queue_dir, true) < 0) {
+        errf(err, errlen, "fsync %s: %s", queue_dir, strerror(errno));
+        goto out_unlink;
+    }
+    db = db_open(queue_dir, true, err, errlen);
+    if (!db || index_insert(db, env, arrival, size, err, errlen) < 0) goto out_unlink;
+    rc = 0;
+    goto out;
+
+out_unlink:
+    /* Not acknowledged: take the file away so recovery does not send a
+     * message the client was told to retry. */
+    if (fd >= 0) close(fd);
+    fd = -1;
+    unlink(tmp);
+    if (linked) {
+        unlink(final);
+        fsync_dir(queue_dir, true);
+    }
+out:
+    if (fd >= 0) close(fd);
+    sqlite3_close(db);
+    sbuf_free(&hdr);
+    free(tmp);
+    free(final);
+    close(lock);
+    return rc;
+}
+
+/* ---- recovery ---------------------------------------------------------- */
+
+static bool is_indexed(sqlite3 *db, const char *qid, int *status)
+{
+    sqlite3_stmt *st = NULL;
+    bool found = false;
+    *status = -1;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM messages WHERE qid = ?1", -1, &st, NULL) != SQLITE_OK) return false;
+    sqlite3_bind_text(st, 1, qid, -1, SQLITE_STATIC);
+    int s = sqlite3_step(st);
+    if (s == SQLITE_ROW || s == SQLITE_DONE) *status = 0;
+    found = s == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return found;
+}
+
+static void move_corrupt(const char *queue_dir, int dirfd, const char *name, const char *why)
+{
+    mkdirat(dirfd, "corrupt", 0700);
+    char *to = path_join("corrupt", name);
+    if (renameat(dirfd, name, dirfd, to) == 0)
+        log_error("queue=%s queue file unusable (%s): moved to %s/corrupt/ for inspection", name, why, queue_dir);
+    else
+        log_error("queue=%s queue file unusable (%s) and cannot be moved: %s", name, why, strerror(errno));
+    free(to);
+}
+
+/* Files without index rows, and tmp files. */
+static int recover_files(const char *queue_dir, sqlite3 *db, unsigned *count, char *err, size_t errlen)
+{
+    DIR *d = opendir(queue_dir);
+    if (!d) {
+        errf(err, errlen, "%s: %s", queue_dir, strerror(errno));
+        return -1;
+    }
+    int dfd = dirfd(d);
+    struct dirent *de;
+    int rc = 0;
+    while ((de = readdir(d)) != NULL && rc == 0) {
+        const char *name = de->d_name;
+        if (name[0] == '.' || !strcmp(name, "lock") || !strcmp(name, "corrupt") || !strncmp(name, "queue.db", 8))
+            continue;
+        if (!strncmp(name, "tmp.", 4)) {
+            if (unlinkat(dfd, name, 0) == 0) {
+                log_warn("queue: removed %s/%s: a write cut short by a crash, never acknowledged", queue_dir, name);
+                (*count)++;
+            }
+            continue;
+        }
+        if (!valid_qid(name)) {
+            char safe[300];
+            log_warn("queue: ignoring unexpected file %s/%s", queue_dir, log_safe(name, strlen(name), safe, sizeof safe));
+            continue;
+        }
+        int status;
+        if (is_indexed(db, name, &status)) continue;
+        if (status < 0) {
+            errf(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+            rc = -1;
+            break;
+        }
+        struct parsed p;
+        char why[256];
+        if (read_envelope(dfd, name, &p, why, sizeof why) < 0) {
+            move_corrupt(queue_dir, dfd, name, why);
+            (*count)++;
+            continue;
+        }
+        if (index_insert(db, &p.env, p.arrival, p.size, err, errlen) < 0) rc = -1;
+        else {
+            log_warn("queue=%s recovered: message file had no index entry (crash before commit), indexed again",
+                     name);
+            (*count)++;
+        }
+        parsed_free(&p);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Index rows whose file is gone. */
+static int recover_rows(const char *queue_dir, sqlite3 *db, unsigned *count, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT qid FROM messages", -1, &st, NULL) != SQLITE_OK) {
+        errf(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    size_t n = 0, cap = 0;
+    char **gone = NULL;
+    int s;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *qid = (const char *)sqlite3_column_text(st, 0);
+        if (!qid) continue;
+        char *path = path_join(queue_dir, qid);
+        bool missing = !valid_qid(qid) || (access(path, F_OK) < 0 && errno == ENOENT);
+        free(path);
+        if (!missing) continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 4;
+            gone = xrealloc(gone, cap * sizeof *gone);
+        }
+        gone[n++] = xstrdup(qid);
+    }
+    sqlite3_finalize(st);
+    int rc = s == SQLITE_DONE ? 0 : -1;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        sqlite3_stmt *d1 = NULL, *d2 = NULL;
+        if (sqlite3_prepare_v2(db, "DELETE FROM rcpts WHERE qid = ?1", -1, &d1, NULL) != SQLITE_OK ||
+            sqlite3_prepare_v2(db, "DELETE FROM messages WHERE qid = ?1", -1, &d2, NULL) != SQLITE_OK) {
+            rc = -1;
+        } else {
+            sqlite3_bind_text(d1, 1, gone[i], -1, SQLITE_STATIC);
+            sqlite3_bind_text(d2, 1, gone[i], -1, SQLITE_STATIC);
+            if (sqlite3_step(d1) != SQLITE_DONE || sqlite3_step(d2) != SQLITE_DONE) rc = -1;
+        }
+        sqlite3_finalize(d1);
+        sqlite3_finalize(d2);
+        if (rc == 0) {
+            char safe[64];
+            log_error("queue=%s message file missing from %s: index entry removed",
+                      log_safe(gone[i], strlen(gone[i]), safe, sizeof safe), queue_dir);
+            (*count)++;
+        }
+    }
+    if (rc < 0) errf(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+    for (size_t i = 0; i < n; i++) free(gone[i]);
+    free(gone);
+    return rc;
+}
+
+int queue_init(const char *queue_dir, unsigned *recovered, char *err, size_t errlen)
+{
+    unsigned count = 0;
+    if (recovered) *recovered = 0;
+    if (mkdir_p(queue_dir, 0700) < 0) {
+        errf(err, errlen, "creating %s: %s", queue_dir, strerror(errno));
+        return -1;
+    }
+    int lock = lock_queue(queue_dir, LOCK_EX, err, errlen);
+    if (lock < 0) return -1;
+    sqlite3 *db = db_open(queue_dir, true, err, errlen);
+    int rc = -1;
+    if (db && recover_files(queue_dir, db, &count, err, errlen) == 0 &&
+        recover_rows(queue_dir, db, &count, err, errlen) == 0)
+        rc = 0;
+    if (count > 0 && fsync_dir(queue_dir, true) < 0 && rc == 0) {
+        errf(err, errlen, "fsync %s: %s", queue_dir, strerror(errno));
+        rc = -1;
+    }
+    sqlite3_close(db);
+    close(lock);
+    if (recovered) *recovered = count;
+    return rc;
+}
+
+/* ---- listing ----------------------------------------------------------- */
+
+int queue_list(const char *queue_dir, void (*cb)(const struct queue_entry *e, void *ctx), void *ctx,
+               char *err, size_t errlen)
+{
+    char *path = path_join(queue_dir, "queue.db");
+    bool missing = access(path, F_OK) < 0 && errno == ENOENT;
+    free(path);
+    if (missing) return 0;
+    sqlite3 *db = db_open(queue_dir, false, err, errlen);
+    if (!db) return -1;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT m.qid, m.sender, r.address, r.state, m.size, m.arrival, m.attempts,"
+                           " r.last_error FROM messages m JOIN rcpts r ON r.qid = m.qid"
+                           " ORDER BY m.arrival, m.qid, r.idx", -1, &st, NULL) != SQLITE_OK) {
+        errf(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return -1;
+    }
+    int s;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        struct queue_entry e = {
+            .qid = (const char *)sqlite3_column_text(st, 0),
+            .sender = (const char *)sqlite3_column_text(st, 1),
+            .recipient = (const char *)sqlite3_column_text(st, 2),
+            .state = (const char *)sqlite3_column_text(st, 3),
+            .size = (uint64_t)sqlite3_column_int64(st, 4),
+            .arrival = (time_t)sqlite3_column_int64(st, 5),
+            .attempts = (unsigned)sqlite3_column_int(st, 6),
+            .last_error = (const char *)sqlite3_column_text(st, 7),
+        };
+        if (!e.sender) e.sender = "";
+        cb(&e, ctx);
+    }
+    int rc = 0;
+    if (s != SQLITE_DONE) {
+        errf(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+        rc = -1;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}

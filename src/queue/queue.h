@@ -1,0 +1,103 @@
+/* queue: the durable outbound queue (messages for remote recipients).
+ *
+ * Layout, under the caller's queue directory (normally "queue" in the data
+ * directory):
+ *
+ *   <qid>          one file per message: an envelope block, a blank line,
+ *                  then the message content (like a Postfix queue file)
+ *   tmp.<qid>      a message being written; never acknowledged
+ *   queue.db       SQLite index: messages(qid, sender, arrival, size, ...)
+ *                  and rcpts(qid, idx, address, notify, orcpt, state, ...)
+ *   lock           flock(): shared while enqueueing, exclusive for recovery
+ *   corrupt/       files recovery could not read, kept for the operator
+ *
+ * The message file is the truth; queue.db is an index that can be rebuilt
+ * from the files (queue_recover()).  Envelope block format, one field per
+ * line, values %XX-escaped (bytes <= 0x20, '%' and 0x7f):
+ *
+ *   pochta-queue 1
+ *   qid <qid>            arrival <unix time>       size <content bytes>
+ *   sender <address>     (empty for the null sender)
+ *   envid, ret, body, smtputf8, auth, client, helo  (DSN and trace data)
+ *   rcpt <notify> <address> [<orcpt>]               (one per recipient)
+ *   <empty line>
+ *
+ * Durability (queue_enqueue): tmp.<qid> is written and fsync'd, linked to
+ * <qid> (never replacing an existing file), the directory fsync'd, then the
+ * index row committed with synchronous=FULL.  Only then does it return 0
+ * and the session may answer 250.  A crash at any point leaves one of:
+ *   - tmp.<qid>: incomplete by definition and never acknowledged: removed
+ *     by recovery;
+ *   - <qid> without an index row: complete (it was fsync'd before it got
+ *     its name) but maybe unacknowledged.  Recovery INDEXES it.  RFC 5321
+ *     6.1 prefers a possible duplicate to a lost message, and this is the
+ *     same rule that lets the index be rebuilt from the files after losing
+ *     queue.db.  (When enqueue itself sees the index write fail, it removes
+ *     the file before answering -1, so a 451'd message is not sent too.)
+ *   - an index row without its file: nothing to deliver: the row is
+ *     removed with an error log.
+ *
+ * Threads and processes: every call opens its own database handle (one
+ * SQLite open is cheap next to the fsyncs), so any thread may call these.
+ * Errors: -1 with a one-line reason in err (errlen bytes). */
+#ifndef POCHTA_QUEUE_QUEUE_H
+#define POCHTA_QUEUE_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+struct queue_rcpt {
+    const char *address;
+    unsigned notify;            /* DSN NOTIFY bits as the SMTP parser gives them */
+    const char *orcpt;          /* DSN ORCPT "type;addr" or NULL */
+};
+
+struct queue_envelope {
+    const char *qid;            /* 16-char id made by make_id(), also in the Received header */
+    const char *mail_from;      /* "" for the null sender */
+    const char *envid;          /* DSN ENVID or NULL */
+    int ret;                    /* 0 unspecified, 1 FULL, 2 HDRS */
+    int body;                   /* 0 unspecified, 1 7BIT, 2 8BITMIME, 3 BINARYMIME */
+    bool smtputf8;
+    const char *auth_user;      /* authenticated submitter or NULL */
+    const char *client_ip;
+    const char *helo;
+    const struct queue_rcpt *rcpts;
+    size_t nrcpts;
+};
+
+/* One row of queue_list(): one recipient of one message.  Strings are
+ * valid during the callback only. */
+struct queue_entry {
+    const char *qid;
+    const char *sender;         /* "" for the null sender */
+    const char *recipient;
+    const char *state;          /* "queued", later also "deferred", "delivered", "failed" */
+    uint64_t size;              /* bytes of content (prefix included) */
+    time_t arrival;
+    unsigned attempts;
+    const char *last_error;     /* NULL if none */
+};
+
+/* Create queue_dir (mode 0700) and its index if missing, then recover
+ * after a crash as described above (exclusive lock: waits for enqueues in
+ * progress).  pochtad calls it once at start; `pochta init` too.  Returns
+ * 0 or -1; *recovered (may be NULL) counts files re-indexed or removed. */
+int queue_init(const char *queue_dir, unsigned *recovered, char *err, size_t errlen);
+
+/* Store one message for env->rcpts.  Content = prefix (prefix_len bytes,
+ * e.g. the Received header) followed by spool_len bytes of spool_fd from
+ * offset 0; spool_fd's file offset is not used or moved (pread /
+ * copy_file_range with explicit offsets).  Returns 0 once durable, or -1
+ * (nothing was queued). */
+int queue_enqueue(const char *queue_dir, const struct queue_envelope *env, const void *prefix, size_t prefix_len,
+                  int spool_fd, uint64_t spool_len, char *err, size_t errlen);
+
+/* Calls cb for each recipient of each queued message, oldest first.
+ * A missing index means an empty queue.  Returns 0 or -1. */
+int queue_list(const char *queue_dir, void (*cb)(const struct queue_entry *e, void *ctx), void *ctx,
+               char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,216 @@
+/* Opening a user's store: directories, the SQLite index, default folders. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "store/store_int.h"
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value);"
+    "CREATE TABLE IF NOT EXISTS mailbox("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,"
+    " uidvalidity INTEGER NOT NULL, uidnext INTEGER NOT NULL, highestmodseq INTEGER NOT NULL,"
+    " uidlimit INTEGER NOT NULL, modseqlimit INTEGER NOT NULL,"
+    " vanished_floor INTEGER NOT NULL DEFAULT 0, attrs INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE IF NOT EXISTS msg("
+    " mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, guid TEXT NOT NULL,"
+    " flags INTEGER NOT NULL, keywords INTEGER NOT NULL, internaldate INTEGER NOT NULL,"
+    " size INTEGER NOT NULL, modseq INTEGER NOT NULL,"
+    " PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS msg_guid ON msg(guid);"
+    "CREATE TABLE IF NOT EXISTS keyword(mailbox_id INTEGER NOT NULL, idx INTEGER NOT NULL,"
+    " name TEXT NOT NULL, PRIMARY KEY(mailbox_id, idx)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS expunged(mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL,"
+    " modseq INTEGER NOT NULL, PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS subscription(name TEXT PRIMARY KEY) WITHOUT ROWID;"
+    "PRAGMA user_version=1;";
+
+static int user_version(store_user *u)
+{
+    sqlite3_stmt *s;
+    int v = -1;
+    if (sqlite3_prepare_v2(u->db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK) return -1;
+    if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return v;
+}
+
+int store_schema(store_user *u, char *err, size_t errlen)
+{
+    int v = user_version(u);
+    if (v == 1) return 0;
+    if (v != 0) return store_fail(err, errlen, STORE_EIO, "unknown index version %d", v);
+    int rc = store_begin(u, err, errlen);
+    if (rc) return rc;
+    if (store_exec(u, schema_sql) != 0) {
+        rc = store_dbfail(u, err, errlen, "schema");
+        store_rollback(u);
+        return rc;
+    }
+    return store_commit(u, err, errlen);
+}
+
+static const struct { const char *name; unsigned attrs; } default_boxes[] = {
+    { "INBOX", 0 }, { "Sent", STORE_MB_SENT }, { "Drafts", STORE_MB_DRAFTS },
+    { "Trash", STORE_MB_TRASH }, { "Junk", STORE_MB_JUNK }, { "Archive", STORE_MB_ARCHIVE },
+};
+
+/* The first opener with create=true populates; the count is read inside the
+ * write transaction so two first deliveries cannot both do it. */
+static int create_defaults(store_user *u, char *err, size_t errlen)
+{
+    sqlite3_stmt *s;
+    int64_t n = -1;
+    if (sqlite3_prepare_v2(u->db, "SELECT count(*) FROM mailbox", -1, &s, NULL) != SQLITE_OK)
+        return store_dbfail(u, err, errlen, "count");
+    if (sqlite3_step(s) == SQLITE_ROW) n = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    if (n != 0) return n < 0 ? store_dbfail(u, err, errlen, "count") : 0;
+    int rc = store_begin(u, err, errlen);
+    if (rc) return rc;
+    if (sqlite3_prepare_v2(u->db, "SELECT count(*) FROM mailbox", -1, &s, NULL) != SQLITE_OK) {
+        store_rollback(u);
+        return store_dbfail(u, err, errlen, "count");
+    }
+    n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+    sqlite3_finalize(s);
+    if (n != 0) {
+        store_rollback(u);
+        return n < 0 ? store_dbfail(u, err, errlen, "count") : 0;
+    }
+    for (size_t i = 0; i < sizeof default_boxes / sizeof default_boxes[0]; i++) {
+        rc = store_mailbox_make(u, default_boxes[i].name, default_boxes[i].attrs, NULL, err, errlen);
+        if (rc) { store_rollback(u); return rc; }
+        if (sqlite3_prepare_v2(u->db, "INSERT OR IGNORE INTO subscription(name) VALUES(?1)", -1,
+                               &s, NULL) == SQLITE_OK) {
+            sqlite3_bind_text(s, 1, default_boxes[i].name, -1, SQLITE_STATIC);
+            sqlite3_step(s);
+            sqlite3_finalize(s);
+        }
+    }
+    if (store_subs_file_write(u) != 0) {
+        store_rollback(u);
+        return store_fail(err, errlen, STORE_EIO, "cannot write subscriptions");
+    }
+    return store_commit(u, err, errlen);
+}
+
+/* A freshly made chain of directories is only durable once each parent has
+ * been fsync'd; done once, when the user is created. */
+static void fsync_chain(const char *path)
+{
+    char *p = xstrdup(path);
+    for (;;) {
+        fsync_dir(p, true);
+        char *slash = strrchr(p, '/');
+        if (!slash) break;
+        *slash = '\0';
+    }
+    fsync_dir(".", true);
+    free(p);
+}
+
+store_user *store_user_handle(const char *root, const char *address, bool create,
+                              bool for_rebuild, char *err, size_t errlen)
+{
+    char *dn = store_user_dirname(address);
+    if (!dn) {
+        store_fail(err, errlen, STORE_EINVAL, "invalid address");
+        return NULL;
+    }
+    store_user *u = xcalloc(1, sizeof *u);
+    u->dirfd = u->lockfd = -1;
+    sbuf p = SBUF_INIT;
+    sbuf_printf(&p, "%s/%s", root, dn);
+    free(dn);
+    u->path = sbuf_detach(&p);
+
+    u->dirfd = open(u->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    bool fresh = false;
+    if (u->dirfd < 0 && errno == ENOENT && create) {
+        if (mkdir_p(u->path, 0700) != 0) {
+            store_fail(err, errlen, STORE_EIO, "mkdir %s: %s", u->path, strerror(errno));
+            goto fail;
+        }
+        fresh = true;
+        u->dirfd = open(u->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    }
+    if (u->dirfd < 0) {
+        store_fail(err, errlen, errno == ENOENT ? STORE_ENOENT : STORE_EIO, "open %s: %s",
+                   u->path, strerror(errno));
+        goto fail;
+    }
+    if ((mkdirat(u->dirfd, "tmp", 0700) != 0 && errno != EEXIST) ||
+        (mkdirat(u->dirfd, "mbox", 0700) != 0 && errno != EEXIST)) {
+        store_fail(err, errlen, STORE_EIO, "mkdir in %s: %s", u->path, strerror(errno));
+        goto fail;
+    }
+    u->lockfd = openat(u->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (u->lockfd < 0) {
+        store_fail(err, errlen, STORE_EIO, "lock file: %s", strerror(errno));
+        goto fail;
+    }
+    if (fresh) fsync_chain(u->path);
+    bool had_index = faccessat(u->dirfd, "index.db", F_OK, 0) == 0;
+
+    sbuf dbp = SBUF_INIT;
+    sbuf_printf(&dbp, "%s/index.db", u->path);
+    int r = sqlite3_open_v2(dbp.data, &u->db,
+                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    sbuf_free(&dbp);
+    if (r != SQLITE_OK) {
+        store_fail(err, errlen, STORE_EIO, "open index: %s",
+                   u->db ? sqlite3_errmsg(u->db) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(u->db, STORE_BUSY_MS);
+    /* WAL + FULL: a commit returns only after the WAL is fsync'd, and readers
+     * (IMAP sessions) never block the delivering writer. */
+    if (store_exec(u, "PRAGMA journal_mode=WAL") != 0 ||
+        store_exec(u, "PRAGMA synchronous=FULL") != 0) {
+        store_dbfail(u, err, errlen, "pragma");
+        goto fail;
+    }
+    if (store_schema(u, err, errlen) != 0) goto fail;
+    /* SQLite syncs the directory for its WAL, not for index.db itself. */
+    if (!had_index) store_fsync_at(u->dirfd, ".");
+    if (for_rebuild) return u;
+
+    if (!had_index && !fresh) {
+        /* Files without an index: the index was lost, rebuild it. */
+        flock(u->lockfd, LOCK_EX);
+        int rc = store_rebuild_handle(u, err, errlen);
+        flock(u->lockfd, LOCK_UN);
+        if (rc != 0) goto fail;
+    }
+    if (create && create_defaults(u, err, errlen) != 0) goto fail;
+    store_recover(u, false);
+    return u;
+fail:
+    store_user_close(u);
+    return NULL;
+}
+
+store_user *store_user_open(const char *root, const char *address, bool create, char *err,
+                            size_t errlen)
+{
+    return store_user_handle(root, address, create, false, err, errlen);
+}
+
+void store_user_close(store_user *u)
+{
+    if (!u) return;
+    store_rollback(u);
+    for (int i = 0; i < ST__COUNT; i++) sqlite3_finalize(u->st[i]);
+    if (u->db) sqlite3_close_v2(u->db);
+    if (u->lockfd >= 0) close(u->lockfd);
+    if (u->dirfd >= 0) close(u->dirfd);
+    free(u->path);
+    free(u);
+}

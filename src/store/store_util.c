@@ -1,0 +1,154 @@
+/* Errors, prepared statements, transactions and small helpers. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "store/store_int.h"
+
+int store_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+int store_dbfail(store_user *u, char *err, size_t errlen, const char *what)
+{
+    log_warn("store %s: %s: %s", u->path, what, sqlite3_errmsg(u->db));
+    return store_fail(err, errlen, STORE_EIO, "%s: %s", what, sqlite3_errmsg(u->db));
+}
+
+static const char *const stmt_sql[ST__COUNT] = {
+    [ST_MBOX_GET] = "SELECT id,name,uidvalidity,uidnext,highestmodseq,uidlimit,modseqlimit,"
+                    "vanished_floor,attrs FROM mailbox WHERE name=?1",
+    [ST_MBOX_GET_ID] = "SELECT id,name,uidvalidity,uidnext,highestmodseq,uidlimit,modseqlimit,"
+                       "vanished_floor,attrs FROM mailbox WHERE id=?1",
+    [ST_MBOX_SAVE] = "UPDATE mailbox SET name=?2,uidvalidity=?3,uidnext=?4,highestmodseq=?5,"
+                     "uidlimit=?6,modseqlimit=?7,vanished_floor=?8,attrs=?9 WHERE id=?1",
+    [ST_MSG_INSERT] = "INSERT INTO msg(mailbox_id,uid,guid,flags,keywords,internaldate,size,modseq)"
+                      " VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
+    [ST_MSG_GET] = "SELECT guid,flags,keywords,internaldate,size,modseq FROM msg"
+                   " WHERE mailbox_id=?1 AND uid=?2",
+    [ST_MSG_SET_FLAGS] = "UPDATE msg SET flags=?3,keywords=?4,modseq=?5"
+                         " WHERE mailbox_id=?1 AND uid=?2",
+    [ST_MSG_DELETE] = "DELETE FROM msg WHERE mailbox_id=?1 AND uid=?2",
+    [ST_MSG_BY_GUID] = "SELECT mailbox_id,uid,flags,keywords FROM msg WHERE guid=?1",
+    [ST_EXPUNGED_ADD] = "INSERT OR REPLACE INTO expunged(mailbox_id,uid,modseq) VALUES(?1,?2,?3)",
+    [ST_KW_LIST] = "SELECT idx,name FROM keyword WHERE mailbox_id=?1 ORDER BY idx",
+    [ST_KW_ADD] = "INSERT INTO keyword(mailbox_id,idx,name) VALUES(?1,?2,?3)",
+};
+
+sqlite3_stmt *store_stmt(store_user *u, enum stmt_id id)
+{
+    sqlite3_stmt *s = u->st[id];
+    if (!s) {
+        if (sqlite3_prepare_v3(u->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &s, NULL)
+            != SQLITE_OK) {
+            log_warn("store %s: prepare: %s", u->path, sqlite3_errmsg(u->db));
+            return NULL;
+        }
+        u->st[id] = s;
+        return s;
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return s;
+}
+
+int store_exec(store_user *u, const char *sql)
+{
+    return sqlite3_exec(u->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+}
+
+/* IMMEDIATE takes the write lock up front, so two writers never both read
+ * uidnext and then fight over the upgrade; the busy timeout makes waiting
+ * for another thread or process transparent. */
+int store_begin(store_user *u, char *err, size_t errlen)
+{
+    if (store_exec(u, "BEGIN IMMEDIATE") != 0) return store_dbfail(u, err, errlen, "begin");
+    u->in_tx = true;
+    return 0;
+}
+
+int store_commit(store_user *u, char *err, size_t errlen)
+{
+    if (store_exec(u, "COMMIT") != 0) {
+        int rc = store_dbfail(u, err, errlen, "commit");
+        store_rollback(u);
+        return rc;
+    }
+    u->in_tx = false;
+    return 0;
+}
+
+void store_rollback(store_user *u)
+{
+    if (u->in_tx) (void)store_exec(u, "ROLLBACK");
+    u->in_tx = false;
+}
+
+int store_fsync_at(int dirfd, const char *rel)
+{
+    int fd = openat(dirfd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+const char *store_canon_name(const char *name)
+{
+    return ascii_casecmp(name, "INBOX") == 0 ? "INBOX" : name;
+}
+
+/* Unique per user forever (RFC 9051 2.3.1.1: a re-created name must get a new
+ * UIDVALIDITY): the clock, but never at or below the last one handed out.
+ * Called inside a write transaction. */
+uint32_t store_new_uidvalidity(store_user *u)
+{
+    int64_t last = 0;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(u->db, "SELECT value FROM kv WHERE key='uidvalidity'", -1, &s, NULL)
+        == SQLITE_OK) {
+        if (sqlite3_step(s) == SQLITE_ROW) last = sqlite3_column_int64(s, 0);
+        sqlite3_finalize(s);
+    }
+    int64_t v = (int64_t)time(NULL);
+    if (v <= last) v = last + 1;
+    if (v <= 0 || v > (int64_t)UINT32_MAX) v = 1;
+    if (sqlite3_prepare_v2(u->db, "INSERT OR REPLACE INTO kv(key,value) VALUES('uidvalidity',?1)",
+                           -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(s, 1, v);
+        sqlite3_step(s);
+        sqlite3_finalize(s);
+    }
+    return (uint32_t)v;
+}
+
+/* IMAP flag-keyword = atom (RFC 9051): no SP, CTL or atom-specials. */
+int store_keyword_valid(const char *kw)
+{
+    size_t n = strlen(kw);
+    if (n == 0 || n > STORE_MAX_KEYWORD) return 0;
+    for (const unsigned char *p = (const unsigned char *)kw; *p; p++)
+        if (*p <= 0x20 || *p >= 0x7f || strchr("(){%*\"\\]", *p)) return 0;
+    return 1;
+}
+
+void store_strings_free(char **v, size_t count)
+{
+    if (!v) return;
+    for (size_t i = 0; i < count; i++) free(v[i]);
+    free(v);
+}
