@@ -1,6 +1,7 @@
 #include "auth/accounts.h"
 
 #include <crypt.h>
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -9,7 +10,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "core/sqlite_relative.h"
 #include "core/log.h"
 #include "core/sbuf.h"
 #include "core/util.h"
@@ -65,9 +68,15 @@ accounts *accounts_open(const char *path, bool create, char *err, size_t errlen)
         errf(err, errlen, "account database %s does not exist (run 'pochta init' first)", path);
         return NULL;
     }
+    /* The file holds password hashes: create it private (SQLite gives its
+     * -wal and -shm files the same mode). */
+    if (create) {
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd >= 0) close(fd);
+    }
     accounts *a = xcalloc(1, sizeof *a);
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
-    if (sqlite3_open_v2(path, &a->db, flags, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(path, &a->db, flags, sqlite_relative_vfs()) != SQLITE_OK) {
         errf(err, errlen, "account database %s: %s", path,
              a->db ? sqlite3_errmsg(a->db) : "cannot allocate");
         accounts_close(a);

@@ -22,7 +22,10 @@ static int b64val(unsigned char c)
 
 int sasl_base64_decode(const char *b64, size_t len, sbuf *out)
 {
-    if (len == 1 && b64[0] == '=') return 0;
+    if (len == 1 && b64[0] == '=') {
+        sbuf_append(out, "", 0);
+        return 0;
+    }
     if (len % 4 != 0) return -1;
     size_t start = out->len;
     sbuf_reserve(out, len / 4 * 3);
@@ -49,6 +52,7 @@ int sasl_base64_decode(const char *b64, size_t len, sbuf *out)
         char bytes[3] = { (char)(w >> 16), (char)(w >> 8), (char)w };
         sbuf_append(out, bytes, (size_t)(3 - pad));
     }
+    sbuf_append(out, "", 0);    /* NUL-terminated even when empty */
     return 0;
 bad:
     OPENSSL_cleanse(out->data + start, out->len - start);
@@ -70,7 +74,7 @@ void sasl_base64_encode(const void *data, size_t len, sbuf *out)
                       i + 2 < len ? b64chars[w & 63] : '=' };
         sbuf_append(out, q, 4);
     }
-    if (!out->data) sbuf_append(out, "", 0);
+    sbuf_append(out, "", 0);    /* NUL-terminated even when empty */
 }
 
 /* Well-formed UTF-8 (RFC 3629): no overlongs, surrogates or values past

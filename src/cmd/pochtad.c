@@ -24,7 +24,10 @@
 #include "core/workpool.h"
 #include "net/listener.h"
 #include "net/tls.h"
+#include "queue/queue.h"
+#include "pop3/pop3_server.h"
 #include "smtp/smtp_server.h"
+#include "store/store.h"
 
 /* After SIGTERM, sessions whose message is being written get this long to
  * finish before the daemon exits anyway. */
@@ -64,10 +67,73 @@ static void on_accept_error(struct evconnlistener *l, void *p)
     log_error("accept on %s (%s): %s", def->addr, smtp_listener_name(def->kind), strerror(errno));
 }
 
+/* POP3 (pop3 with STLS, pop3s): own listeners; the pool, the failed-login
+ * counts and the connection limits are shared with SMTP. */
+struct pop3_listener_def {
+    const char *addr;
+    bool implicit_tls;
+    int fd;
+    struct evconnlistener *ev;
+};
+
+static struct pop3_listener_def pop3_listeners[2];
+static struct pop3_server pop3;
+
+static void on_pop3_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                           void *p)
+{
+    struct pop3_listener_def *def = p;
+    pop3_session_accept(&pop3, def->implicit_tls, fd, sa);
+}
+
+static void on_pop3_accept_error(struct evconnlistener *l, void *p)
+{
+    struct pop3_listener_def *def = p;
+    log_error("accept on %s (%s): %s", def->addr, def->implicit_tls ? "pop3s" : "pop3", strerror(errno));
+}
+
+/* Bind while still root; returns -1 with err. */
+static int pop3_listeners_bind(const config *cfg, char *err, size_t errlen)
+{
+    const char *addrs[2] = { cfg->listen_pop3, cfg->listen_pop3s };
+    for (size_t i = 0; i < 2; i++) {
+        pop3_listeners[i] = (struct pop3_listener_def){ addrs[i], i == 1, -1, NULL };
+        if (!addrs[i]) continue;
+        pop3_listeners[i].fd = listener_bind(addrs[i], err, errlen);
+        if (pop3_listeners[i].fd < 0) return -1;
+    }
+    return 0;
+}
+
+static int pop3_listeners_start(struct event_base *base)
+{
+    for (size_t i = 0; i < 2; i++) {
+        struct pop3_listener_def *d = &pop3_listeners[i];
+        if (d->fd < 0) continue;
+        d->ev = evconnlistener_new(base, on_pop3_accept, d, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                                   -1, d->fd);
+        if (!d->ev) {
+            fprintf(stderr, "pochtad: cannot watch %s\n", d->addr);
+            return -1;
+        }
+        evconnlistener_set_error_cb(d->ev, on_pop3_accept_error);
+        log_info("listening on %s (%s)", d->addr, d->implicit_tls ? "pop3s" : "pop3");
+    }
+    return 0;
+}
+
+static void pop3_listeners_stop(void)
+{
+    for (size_t i = 0; i < 2; i++) {
+        if (pop3_listeners[i].ev) evconnlistener_free(pop3_listeners[i].ev);
+        pop3_listeners[i].ev = NULL;
+    }
+}
+
 static void check_shutdown(evutil_socket_t fd, short what, void *p)
 {
     struct event_base *base = p;
-    if (server.nsessions == 0 && workpool_pending(server.pool) == 0) {
+    if (server.nsessions == 0 && pop3.nsessions == 0 && workpool_pending(server.pool) == 0) {
         event_base_loopbreak(base);
         return;
     }
@@ -93,6 +159,8 @@ static void on_signal(evutil_socket_t sig, short what, void *p)
         listeners[i].ev = NULL;
     }
     smtp_server_shutdown(&server);
+    pop3_listeners_stop();
+    pop3_server_shutdown(&pop3);
     struct timeval tv = { 0, 50 * 1000 };
     shutdown_tick = event_new(base, -1, EV_PERSIST, check_shutdown, base);
     event_add(shutdown_tick, &tv);
@@ -149,6 +217,11 @@ int main(int argc, char **argv)
         }
     }
 
+    if (pop3_listeners_bind(&cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "pochtad: %s (pop3)\n", err);
+        return 1;
+    }
+
     if (privdrop_enter_data(cfg.data_dir, cfg.run_as, err, sizeof err) < 0) {
         fprintf(stderr, "pochtad: %s\n", err);
         return 1;
@@ -157,6 +230,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "pochtad: cannot create folders in %s: %s\n", cfg.data_dir, strerror(errno));
         return 1;
     }
+
+    unsigned recovered = 0;
+    if (queue_init("queue", &recovered, err, sizeof err) < 0) {
+        fprintf(stderr, "pochtad: queue: %s\n", err);
+        return 1;
+    }
+    if (recovered) log_warn("queue: recovered %u message(s) after a crash", recovered);
 
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
@@ -192,6 +272,12 @@ int main(int argc, char **argv)
         log_info("listening on %s (%s)", listeners[i].addr, smtp_listener_name(listeners[i].kind));
     }
 
+    pop3 = (struct pop3_server){
+        .cfg = &cfg, .base = base, .tls = tls, .pool = server.pool,
+        .failures = server.failures, .limits = server.limits,
+    };
+    if (pop3_listeners_start(base) < 0) return 1;
+
     struct event *sigs[3];
     const int signums[3] = { SIGTERM, SIGINT, SIGHUP };
     for (size_t i = 0; i < 3; i++) {
@@ -204,11 +290,14 @@ int main(int argc, char **argv)
     event_base_dispatch(base);
 
     workpool_free(server.pool);
+    store_cache_clear();
     for (size_t i = 0; i < 3; i++) {
         if (listeners[i].ev) evconnlistener_free(listeners[i].ev);
         event_free(sigs[i]);
     }
     if (shutdown_tick) event_free(shutdown_tick);
+    pop3_listeners_stop();
+    pop3_server_free(&pop3);
     auth_failures_free(server.failures);
     connlimit_free(server.limits);
     accounts_close(acc);

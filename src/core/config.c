@@ -42,6 +42,10 @@ static const struct keydef keys[] = {
       "address:port for message submission (STARTTLS, then AUTH required)" },
     { "listen_submissions", K_LISTEN, F(listen_submissions), "0.0.0.0:465",
       "address:port for submission over implicit TLS" },
+    { "listen_pop3", K_LISTEN, F(listen_pop3), "0.0.0.0:110",
+      "address:port for POP3 (STLS offered; logins need TLS, see plaintext_auth_loopback)" },
+    { "listen_pop3s", K_LISTEN, F(listen_pop3s), "0.0.0.0:995",
+      "address:port for POP3 over implicit TLS" },
     { "max_connections", K_UINT, F(max_connections), "2000",
       "concurrent connections in all; further clients get 421" },
     { "max_connections_per_ip", K_UINT, F(max_connections_per_ip), "20",
@@ -64,6 +68,12 @@ static const struct keydef keys[] = {
       "idle time waiting for a command before 421 (RFC 5321 4.5.3.2.7)" },
     { "smtp_data_timeout", K_DURATION, F(smtp_data_timeout), "3m",
       "idle time waiting for message data before 421 (RFC 5321 4.5.3.2.5)" },
+    { "pop3_timeout", K_DURATION, F(pop3_timeout), "10m",
+      "idle time before a POP3 session is closed without UPDATE (RFC 1939 section 3: at least 10m)" },
+    { "pop3_login_delay", K_DURATION, F(pop3_login_delay), "0",
+      "minimum time between two POP3 logins of one user, announced as LOGIN-DELAY (RFC 2449)" },
+    { "plaintext_auth_loopback", K_BOOL, F(plaintext_auth_loopback), "no",
+      "allow POP3 USER/PASS and AUTH without TLS from 127.0.0.1 and ::1" },
     { "vrfy", K_BOOL, F(vrfy), "no",
       "answer VRFY with real results (otherwise 252, revealing nothing)" },
     { "expn", K_BOOL, F(expn), "no",
@@ -72,8 +82,11 @@ static const struct keydef keys[] = {
       "subaddress separator: user+tag@domain goes to user@domain; empty disables" },
     { "auth_allow_plaintext", K_BOOL, F(auth_allow_plaintext), "no",
       "allow AUTH on submission without TLS (for testing only)" },
+    { "sender_login_match", K_BOOL, F(sender_login_match), "yes",
+      "authenticated senders may use only their own address, its +tag forms, aliases that reach them, or <>" },
     { "auth_max_failures", K_UINT, F(auth_max_failures), "5",
-      "failed AUTH attempts per client address in auth_failure_window before AUTH is refused" },
+      "failed AUTH attempts per client address in auth_failure_window before AUTH is refused"
+      " (failures are counted up to 64, so a larger value never refuses)" },
     { "auth_failure_window", K_DURATION, F(auth_failure_window), "15m",
       "window over which AUTH failures are counted" },
     { "auth_failure_delay", K_DURATION, F(auth_failure_delay), "2s",
@@ -237,6 +250,10 @@ static int semantic_checks(const config *cfg, const char *name, char *err, size_
         cfg->max_connections < 1 || cfg->max_connections_per_ip < 1) {
         errf(err, errlen, "%s: max_recipients, worker_threads (1..256), max_connections and "
              "max_connections_per_ip must be positive", name);
+        return -1;
+    }
+    if (cfg->auth_max_failures < 1) {
+        errf(err, errlen, "%s: key 'auth_max_failures': must be at least 1", name);
         return -1;
     }
     if (cfg->ndomains == 0) {

@@ -34,6 +34,8 @@ typedef struct config {
     char *listen_smtp;          /* "host:port" or NULL when disabled */
     char *listen_submission;
     char *listen_submissions;
+    char *listen_pop3;          /* POP3 with STLS (RFC 1939, RFC 2595) */
+    char *listen_pop3s;         /* POP3 over implicit TLS (RFC 8314) */
 
     unsigned max_connections;
     unsigned max_connections_per_ip;
@@ -47,11 +49,15 @@ typedef struct config {
     unsigned max_received_headers;
     unsigned smtp_timeout;      /* seconds, waiting for a command */
     unsigned smtp_data_timeout; /* seconds, waiting for the next DATA/BDAT bytes */
+    unsigned pop3_timeout;      /* seconds, POP3 autologout timer (RFC 1939 section 3) */
+    unsigned pop3_login_delay;  /* seconds between POP3 logins of one user (RFC 2449 LOGIN-DELAY) */
+    bool plaintext_auth_loopback; /* POP3 USER/PASS/AUTH without TLS from 127.0.0.1 and ::1 */
     bool vrfy;
     bool expn;
     char *recipient_delimiter;  /* "" disables subaddressing */
 
     bool auth_allow_plaintext;  /* allow AUTH without TLS (never on smtp) */
+    bool sender_login_match;    /* authenticated users send only as themselves */
     unsigned auth_max_failures; /* per client address within auth_failure_window */
     unsigned auth_failure_window;
     unsigned auth_failure_delay;/* seconds added per recent failure */

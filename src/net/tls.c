@@ -54,6 +54,6 @@ void tls_describe(SSL *ssl, char *out, size_t outlen)
     int alg = 0;
     const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
     int bits = c ? SSL_CIPHER_get_bits(c, &alg) : 0;
-    snprintf(out, outlen, "%s with cipher %s (%d/%d bits)", SSL_get_version(ssl),
+    snprintf(out, outlen, "%s, cipher %s (%d/%d bits)", SSL_get_version(ssl),
              c ? SSL_CIPHER_get_name(c) : "none", bits, alg);
 }

@@ -14,7 +14,7 @@
  * renegotiation.  Returns NULL with a message (file named) in err. */
 SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen);
 
-/* "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)" for the
+/* "TLSv1.3, cipher TLS_AES_256_GCM_SHA384 (256/256 bits)" for the
  * Received header comment and the log. */
 void tls_describe(SSL *ssl, char *out, size_t outlen);
 

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/sqlite_relative.h"
 #include "core/log.h"
 #include "core/sbuf.h"
 #include "core/util.h"
@@ -73,10 +74,14 @@ static bool valid_qid(const char *q)
 static sqlite3 *db_open(const char *queue_dir, bool create, char *err, size_t errlen)
 {
     char *path = path_join(queue_dir, "queue.db");
+    if (create) {
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd >= 0) close(fd);
+    }
     sqlite3 *db = NULL;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
     char *msg = NULL;
-    if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(path, &db, flags, sqlite_relative_vfs()) != SQLITE_OK) {
         errf(err, errlen, "queue index %s: %s", path, db ? sqlite3_errmsg(db) : "cannot allocate");
         goto fail;
     }

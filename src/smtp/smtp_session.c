@@ -286,6 +286,26 @@ static bool needs_auth(const struct smtp_session *s)
     return s->kind != SMTP_LISTENER_MX && !s->auth_user;
 }
 
+static bool is_local_cb(const char *domain, void *ctx);
+
+/* Does the authenticated user own this sender address?  Yes for <>, the
+ * login itself, and any local address (alias, +tag form) whose delivery
+ * reaches the login's mailbox. */
+static bool sender_owned(struct smtp_session *s, const struct smtp_address *path, const char *from)
+{
+    if (path->null || ascii_casecmp(from, s->auth_user) == 0) return true;
+    if (!config_is_local_domain(s->srv->cfg, path->domain)) return false;
+    struct account_dest *d = NULL;
+    size_t n = 0;
+    bool owned = false;
+    if (accounts_resolve(s->srv->acc, from, s->srv->cfg->recipient_delimiter, is_local_cb,
+                         (void *)s->srv->cfg, &d, &n) > 0)
+        for (size_t i = 0; i < n && !owned; i++)
+            owned = d[i].local && ascii_casecmp(d[i].address, s->auth_user) == 0;
+    accounts_dests_free(d, n);
+    return owned;
+}
+
 static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *cmd)
 {
     const config *cfg = s->srv->cfg;
@@ -321,6 +341,14 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *cmd)
     }
     sbuf from = SBUF_INIT;
     smtp_address_format(&cmd->path, &from);
+    if (s->auth_user && cfg->sender_login_match && !sender_owned(s, &cmd->path, sbuf_cstr(&from))) {
+        char safe[600];
+        log_info("session=%s sender <%s> refused: not owned by %s", s->id,
+                 log_safe(from.data, from.len, safe, sizeof safe), s->auth_user);
+        smtp_reply(s, 553, "5.7.1", "<%s>: Sender address rejected: not owned by user %s", safe, s->auth_user);
+        sbuf_free(&from);
+        return;
+    }
     s->mail_from = sbuf_detach(&from);
     s->mail = *cmd;
     s->in_mail = true;
@@ -459,12 +487,11 @@ static void cmd_vrfy(struct smtp_session *s, const struct smtp_cmd *cmd)
     free(addr);
 }
 
-struct expn_ctx { const char *source; sbuf *out; unsigned n; };
+struct expn_ctx { sbuf *out; unsigned n; };
 
-static void expn_cb(const char *source, const char *target, void *ctx)
+static void expn_cb(const char *target, void *ctx)
 {
     struct expn_ctx *e = ctx;
-    if (ascii_casecmp(source, e->source) != 0) return;
     char safe[600];
     sbuf_printf(e->out, "%s<%s>", e->n++ ? "\n" : "", log_safe(target, strlen(target), safe, sizeof safe));
 }
@@ -482,8 +509,8 @@ static void cmd_expn(struct smtp_session *s, const struct smtp_cmd *cmd)
     }
     ascii_lower(addr);
     sbuf out = SBUF_INIT;
-    struct expn_ctx e = { addr, &out, 0 };
-    accounts_alias_list(s->srv->acc, expn_cb, &e);
+    struct expn_ctx e = { &out, 0 };
+    accounts_alias_targets(s->srv->acc, addr, expn_cb, &e);
     char safe[600];
     log_safe(addr, strlen(addr), safe, sizeof safe);
     if (e.n > 0) smtp_reply(s, 250, "2.1.5", "%s", sbuf_cstr(&out));

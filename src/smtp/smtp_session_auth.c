@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/auth_async.h"
 #include "auth/sasl.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -36,32 +37,6 @@ void smtp_cmd_starttls(struct smtp_session *s, const struct smtp_cmd *cmd)
 }
 
 /* ---- AUTH ------------------------------------------------------------- */
-
-struct auth_job {
-    struct smtp_session *s;
-    char *user;
-    char *password;
-    int result;                 /* 1 ok, 0 wrong, -1 error */
-};
-
-/* Each worker thread keeps its own handle: SQLite handles are not shared
- * between threads. */
-static _Thread_local accounts *worker_accounts;
-
-static void auth_work(void *p)
-{
-    struct auth_job *j = p;
-    if (!worker_accounts) {
-        char err[256];
-        worker_accounts = accounts_open("accounts.db", false, err, sizeof err);
-        if (!worker_accounts) {
-            log_error("auth: cannot open account database: %s", err);
-            j->result = -1;
-            return;
-        }
-    }
-    j->result = accounts_verify_password(worker_accounts, j->user, j->password);
-}
 
 static void auth_finish(struct smtp_session *s, int result, const char *user)
 {
@@ -102,20 +77,14 @@ static void delay_done(evutil_socket_t fd, short what, void *p)
     smtp_resume(s);
 }
 
-static void auth_done(void *p)
+static void auth_done(int result, const char *user_in, void *p)
 {
-    struct auth_job *j = p;
-    struct smtp_session *s = j->s;
-    int result = j->result;
-    char *user = j->user;
-    OPENSSL_cleanse(j->password, strlen(j->password));
-    free(j->password);
-    free(j);
+    struct smtp_session *s = p;
     if (s->phase == PH_CLOSED) {
-        free(user);
         smtp_session_reap(s);
         return;
     }
+    char *user = xstrdup(user_in);
     unsigned delay = s->srv->cfg->auth_failure_delay;
     if (result == 0 && delay > 0) {
         /* Slow a guesser down: each recent failure from this address adds
@@ -138,13 +107,9 @@ static void auth_done(void *p)
 
 static void start_check(struct smtp_session *s, const char *user, const char *password)
 {
-    struct auth_job *j = xcalloc(1, sizeof *j);
-    j->s = s;
-    j->user = xstrdup(user);
-    j->password = xstrdup(password);
     s->phase = PH_BUSY;
     conn_pause(s->c);
-    workpool_submit(s->srv->pool, auth_work, auth_done, j);
+    auth_async_verify(s->srv->pool, user, password, auth_done, s);
 }
 
 void smtp_auth_cleanup(struct smtp_session *s)

@@ -85,7 +85,12 @@ typedef struct store_user store_user;
  * err on failure.  One handle per thread at a time. */
 store_user *store_user_open(const char *root, const char *address, bool create,
                             char *err, size_t errlen);
+/* Closing keeps the handle (SQLite connection, prepared statements) idle in
+ * a small process-wide cache for the next store_user_open() of the same
+ * user.  store_cache_clear() closes the idle ones: call it before fork() and
+ * at shutdown. */
 void store_user_close(store_user *u);
+void store_cache_clear(void);
 
 /* Deliver: message content = prefix (prefix_len bytes, e.g. Return-Path +
  * Received headers) followed by body_len bytes read from body_fd starting at

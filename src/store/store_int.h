@@ -4,6 +4,7 @@
 
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <sys/types.h>
 
 #include "core/sbuf.h"
 #include "store/store.h"
@@ -36,6 +37,9 @@ struct store_user {
     sqlite3 *db;
     sqlite3_stmt *st[ST__COUNT];    /* prepared on first use */
     bool in_tx;
+    bool cacheable;         /* fully opened: may be kept idle for reuse */
+    dev_t dir_dev, db_dev;  /* identity of the user dir and index.db, to */
+    ino_t dir_ino, db_ino;  /* notice when a cached handle went stale */
 };
 
 /* A mailbox row. */

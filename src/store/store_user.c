@@ -1,14 +1,18 @@
 /* Opening a user's store: directories, the SQLite index, default folders. */
+#include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
 #include "core/util.h"
+#include "core/sqlite_relative.h"
 #include "store/store_int.h"
 
 static const char schema_sql[] =
@@ -61,29 +65,23 @@ static const struct { const char *name; unsigned attrs; } default_boxes[] = {
     { "Trash", STORE_MB_TRASH }, { "Junk", STORE_MB_JUNK }, { "Archive", STORE_MB_ARCHIVE },
 };
 
-/* The first opener with create=true populates; the count is read inside the
- * write transaction so two first deliveries cannot both do it. */
-static int create_defaults(store_user *u, char *err, size_t errlen)
+static int64_t mailbox_count(store_user *u)
 {
     sqlite3_stmt *s;
     int64_t n = -1;
     if (sqlite3_prepare_v2(u->db, "SELECT count(*) FROM mailbox", -1, &s, NULL) != SQLITE_OK)
-        return store_dbfail(u, err, errlen, "count");
+        return -1;
     if (sqlite3_step(s) == SQLITE_ROW) n = sqlite3_column_int64(s, 0);
     sqlite3_finalize(s);
-    if (n != 0) return n < 0 ? store_dbfail(u, err, errlen, "count") : 0;
+    return n;
+}
+
+/* Called with the lock file held exclusively and no mailbox rows. */
+static int create_defaults(store_user *u, char *err, size_t errlen)
+{
     int rc = store_begin(u, err, errlen);
     if (rc) return rc;
-    if (sqlite3_prepare_v2(u->db, "SELECT count(*) FROM mailbox", -1, &s, NULL) != SQLITE_OK) {
-        store_rollback(u);
-        return store_dbfail(u, err, errlen, "count");
-    }
-    n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
-    sqlite3_finalize(s);
-    if (n != 0) {
-        store_rollback(u);
-        return n < 0 ? store_dbfail(u, err, errlen, "count") : 0;
-    }
+    sqlite3_stmt *s;
     for (size_t i = 0; i < sizeof default_boxes / sizeof default_boxes[0]; i++) {
         rc = store_mailbox_make(u, default_boxes[i].name, default_boxes[i].attrs, NULL, err, errlen);
         if (rc) { store_rollback(u); return rc; }
@@ -114,6 +112,58 @@ static void fsync_chain(const char *path)
     }
     fsync_dir(".", true);
     free(p);
+}
+
+static void destroy(store_user *u);
+
+/* journal_mode is persistent, so only the first open of a new index sets
+ * it; that change does not go through the busy handler, hence the retry
+ * when several threads create one user at once. */
+static int set_wal(store_user *u)
+{
+    for (int attempt = 0; attempt < 300; attempt++) {
+        sqlite3_stmt *s;
+        if (sqlite3_prepare_v2(u->db, attempt ? "PRAGMA journal_mode=WAL" : "PRAGMA journal_mode",
+                               -1, &s, NULL) != SQLITE_OK)
+            return -1;
+        int r = sqlite3_step(s);
+        bool wal = r == SQLITE_ROW &&
+                   ascii_casecmp((const char *)sqlite3_column_text(s, 0), "wal") == 0;
+        sqlite3_finalize(s);
+        if (wal) return 0;
+        if (attempt && r != SQLITE_BUSY && r != SQLITE_LOCKED && r != SQLITE_ROW) return -1;
+        if (attempt) {
+            struct timespec ts = { 0, 10 * 1000 * 1000 };
+            nanosleep(&ts, NULL);
+        }
+    }
+    return -1;
+}
+
+/* A user without mailboxes: either brand new (populate it) or its index was
+ * lost (rebuild from the files).  Decided under the exclusive lock, which
+ * creation and rebuild both hold, so concurrent first opens do it once and
+ * never see another's half-made directories. */
+static int init_user(store_user *u, bool create, char *err, size_t errlen)
+{
+    flock(u->lockfd, LOCK_EX);
+    int64_t n = mailbox_count(u);
+    int rc = 0;
+    if (n < 0) {
+        rc = store_dbfail(u, err, errlen, "count");
+    } else if (n == 0) {
+        bool has_boxes = false;
+        int fd = openat(u->dirfd, "mbox", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        struct dirent *e;
+        while (d && !has_boxes && (e = readdir(d)) != NULL) has_boxes = e->d_name[0] != '.';
+        if (d) closedir(d);
+        else if (fd >= 0) close(fd);
+        if (has_boxes) rc = store_rebuild_handle(u, err, errlen);
+        else if (create) rc = create_defaults(u, err, errlen);
+    }
+    flock(u->lockfd, LOCK_UN);
+    return rc;
 }
 
 store_user *store_user_handle(const char *root, const char *address, bool create,
@@ -162,7 +212,8 @@ store_user *store_user_handle(const char *root, const char *address, bool create
     sbuf dbp = SBUF_INIT;
     sbuf_printf(&dbp, "%s/index.db", u->path);
     int r = sqlite3_open_v2(dbp.data, &u->db,
-                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                            sqlite_relative_vfs());
     sbuf_free(&dbp);
     if (r != SQLITE_OK) {
         store_fail(err, errlen, STORE_EIO, "open index: %s",
@@ -172,38 +223,117 @@ store_user *store_user_handle(const char *root, const char *address, bool create
     sqlite3_busy_timeout(u->db, STORE_BUSY_MS);
     /* WAL + FULL: a commit returns only after the WAL is fsync'd, and readers
      * (IMAP sessions) never block the delivering writer. */
-    if (store_exec(u, "PRAGMA journal_mode=WAL") != 0 ||
-        store_exec(u, "PRAGMA synchronous=FULL") != 0) {
+    if (set_wal(u) != 0 || store_exec(u, "PRAGMA synchronous=FULL") != 0) {
         store_dbfail(u, err, errlen, "pragma");
         goto fail;
     }
     if (store_schema(u, err, errlen) != 0) goto fail;
+    struct stat st;
+    if (fstat(u->dirfd, &st) == 0) { u->dir_dev = st.st_dev; u->dir_ino = st.st_ino; }
+    if (fstatat(u->dirfd, "index.db", &st, 0) == 0) { u->db_dev = st.st_dev; u->db_ino = st.st_ino; }
     /* SQLite syncs the directory for its WAL, not for index.db itself. */
     if (!had_index) store_fsync_at(u->dirfd, ".");
     if (for_rebuild) return u;
 
-    if (!had_index && !fresh) {
-        /* Files without an index: the index was lost, rebuild it. */
-        flock(u->lockfd, LOCK_EX);
-        int rc = store_rebuild_handle(u, err, errlen);
-        flock(u->lockfd, LOCK_UN);
-        if (rc != 0) goto fail;
-    }
-    if (create && create_defaults(u, err, errlen) != 0) goto fail;
+    if (mailbox_count(u) <= 0 && init_user(u, create, err, errlen) != 0) goto fail;
     store_recover(u, false);
+    u->cacheable = true;
     return u;
 fail:
-    store_user_close(u);
+    destroy(u);
     return NULL;
+}
+
+/* Idle handles, most recently closed last.  SMTP opens a handle per
+ * delivery; reusing an idle one skips the SQLite open, the schema parse,
+ * the statement preparation and the WAL re-creation that the last
+ * connection's close would force.  Not fork-safe: call store_cache_clear()
+ * before fork(). */
+#define CACHE_MAX 32
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static store_user *cache[CACHE_MAX];
+static size_t ncache;
+
+static store_user *cache_take(const char *path)
+{
+    store_user *u = NULL;
+    pthread_mutex_lock(&cache_mu);
+    for (size_t i = ncache; i-- > 0;) {
+        if (strcmp(cache[i]->path, path) != 0) continue;
+        u = cache[i];
+        memmove(&cache[i], &cache[i + 1], (ncache - i - 1) * sizeof cache[0]);
+        ncache--;
+        break;
+    }
+    pthread_mutex_unlock(&cache_mu);
+    return u;
+}
+
+/* Still the same directory and the same index file (not deleted, replaced
+ * or rebuilt from scratch since)? */
+static bool still_valid(store_user *u)
+{
+    struct stat a, b;
+    return stat(u->path, &a) == 0 && a.st_dev == u->dir_dev && a.st_ino == u->dir_ino &&
+           fstatat(u->dirfd, "index.db", &b, 0) == 0 && b.st_dev == u->db_dev &&
+           b.st_ino == u->db_ino;
+}
+
+void store_cache_clear(void)
+{
+    pthread_mutex_lock(&cache_mu);
+    size_t n = ncache;
+    store_user *v[CACHE_MAX];
+    memcpy(v, cache, n * sizeof v[0]);
+    ncache = 0;
+    pthread_mutex_unlock(&cache_mu);
+    for (size_t i = 0; i < n; i++) destroy(v[i]);
 }
 
 store_user *store_user_open(const char *root, const char *address, bool create, char *err,
                             size_t errlen)
 {
+    char *dn = store_user_dirname(address);
+    if (!dn) {
+        store_fail(err, errlen, STORE_EINVAL, "invalid address");
+        return NULL;
+    }
+    sbuf p = SBUF_INIT;
+    sbuf_printf(&p, "%s/%s", root, dn);
+    free(dn);
+    store_user *u = cache_take(p.data);
+    sbuf_free(&p);
+    if (u) {
+        if (still_valid(u)) {
+            store_recover(u, false);
+            return u;
+        }
+        destroy(u);
+    }
     return store_user_handle(root, address, create, false, err, errlen);
 }
 
 void store_user_close(store_user *u)
+{
+    if (!u) return;
+    store_rollback(u);
+    if (u->cacheable) {
+        store_user *evict = NULL;
+        pthread_mutex_lock(&cache_mu);
+        if (ncache == CACHE_MAX) {
+            evict = cache[0];
+            memmove(&cache[0], &cache[1], (CACHE_MAX - 1) * sizeof cache[0]);
+            ncache--;
+        }
+        cache[ncache++] = u;
+        pthread_mutex_unlock(&cache_mu);
+        destroy(evict);
+        return;
+    }
+    destroy(u);
+}
+
+static void destroy(store_user *u)
 {
     if (!u) return;
     store_rollback(u);

@@ -77,7 +77,8 @@ def test_rfc3207_4_auth_before_tls_on_submission(instance):
     with Peer(instance.submission_port) as p:
         p.ehlo()
         r = p.cmd("AUTH PLAIN " + creds)
-        assert (r.code, r.lines[0][4:11]) == (538, b"5.7.11") or (r.code == 503 and has_esc(r.lines[0])), r
+        assert (r.code == 538 and r.lines[0][4:].split(b" ")[0] == b"5.7.11") or \
+            (r.code == 503 and has_esc(r.lines[0])), r
         r = p.cmd("AUTH LOGIN")
         assert r.code in (503, 538), "AUTH LOGIN before TLS must not start: %r" % r
 
@@ -199,7 +200,8 @@ def test_rfc1870_size_declared_too_big(instance):
     with Peer(instance.smtp_port) as p:
         p.ehlo()
         p.expect("MAIL FROM:<%s> SIZE=%d" % (SENDER, 25 * 1024 * 1024 + 1), 552, "5.3.4")
-        p.expect("MAIL FROM:<%s> SIZE=99999999999999999999999" % SENDER, 552, "5.3.4")
+        # 20 digits is the longest size-value (RFC 1870) and overflows 64 bits
+        p.expect("MAIL FROM:<%s> SIZE=99999999999999999999" % SENDER, 552, "5.3.4")
         p.expect("MAIL FROM:<%s> SIZE=%d" % (SENDER, 25 * 1024 * 1024), 250)
         p.expect("RSET", 250)
         r = p.cmd("MAIL FROM:<%s> SIZE=abc" % SENDER)

@@ -46,6 +46,7 @@ static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *f)
 static int teardown(void **state)
 {
     (void)state;
+    store_cache_clear();
     assert_int_equal(chdir(saved_cwd), 0);
     nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     return 0;
