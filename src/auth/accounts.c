@@ -44,19 +44,9 @@ struct accounts {
     struct crypt_data *cd;      /* 32 KiB scratch for crypt_r, kept per handle */
 };
 
-static void errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static void db_err(accounts *a, char *err, size_t errlen, const char *what)
 {
-    errf(err, errlen, "account database: %s: %s", what, sqlite3_errmsg(a->db));
+    set_err(err, errlen, "account database: %s: %s", what, sqlite3_errmsg(a->db));
 }
 
 /* ---- open / close ------------------------------------------------------ */
@@ -65,7 +55,7 @@ accounts *accounts_open(const char *path, bool create, char *err, size_t errlen)
 {
     struct stat st;
     if (!create && stat(path, &st) < 0) {
-        errf(err, errlen, "account database %s does not exist (run 'pochta init' first)", path);
+        set_err(err, errlen, "account database %s does not exist (run 'pochta init' first)", path);
         return NULL;
     }
     /* The file holds password hashes: create it private (SQLite gives its
@@ -77,7 +67,7 @@ accounts *accounts_open(const char *path, bool create, char *err, size_t errlen)
     accounts *a = xcalloc(1, sizeof *a);
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
     if (sqlite3_open_v2(path, &a->db, flags, sqlite_relative_vfs()) != SQLITE_OK) {
-        errf(err, errlen, "account database %s: %s", path,
+        set_err(err, errlen, "account database %s: %s", path,
              a->db ? sqlite3_errmsg(a->db) : "cannot allocate");
         accounts_close(a);
         return NULL;
@@ -87,7 +77,7 @@ accounts *accounts_open(const char *path, bool create, char *err, size_t errlen)
     char *msg = NULL;
     if (sqlite3_exec(a->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL, NULL, &msg) != SQLITE_OK ||
         (create && sqlite3_exec(a->db, schema, NULL, NULL, &msg) != SQLITE_OK)) {
-        errf(err, errlen, "account database %s: %s", path, msg ? msg : sqlite3_errmsg(a->db));
+        set_err(err, errlen, "account database %s: %s", path, msg ? msg : sqlite3_errmsg(a->db));
         sqlite3_free(msg);
         accounts_close(a);
         return NULL;
@@ -96,7 +86,7 @@ accounts *accounts_open(const char *path, bool create, char *err, size_t errlen)
     if (sqlite3_prepare_v2(a->db, "SELECT hash FROM users WHERE address = ?1", -1, &a->st_user, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(a->db, "SELECT target FROM aliases WHERE source = ?1 ORDER BY target", -1,
                            &a->st_targets, NULL) != SQLITE_OK) {
-        errf(err, errlen, "account database %s is not initialised: %s", path, sqlite3_errmsg(a->db));
+        set_err(err, errlen, "account database %s is not initialised: %s", path, sqlite3_errmsg(a->db));
         accounts_close(a);
         return NULL;
     }
@@ -157,23 +147,23 @@ static char *lowered(const char *s)
 static char *make_hash(accounts *a, const char *password, char *err, size_t errlen)
 {
     if (!password || !*password) {
-        errf(err, errlen, "empty password");
+        set_err(err, errlen, "empty password");
         return NULL;
     }
     if (strlen(password) > MAX_PASSWORD) {
-        errf(err, errlen, "password longer than %d bytes", MAX_PASSWORD);
+        set_err(err, errlen, "password longer than %d bytes", MAX_PASSWORD);
         return NULL;
     }
     char salt[CRYPT_GENSALT_OUTPUT_SIZE];
     if (!crypt_gensalt_rn("$y$", 0, NULL, 0, salt, sizeof salt)) {
-        errf(err, errlen, "cannot make a yescrypt salt (libxcrypt without yescrypt?)");
+        set_err(err, errlen, "cannot make a yescrypt salt (libxcrypt without yescrypt?)");
         return NULL;
     }
     if (!a->cd) a->cd = xcalloc(1, sizeof *a->cd);
     const char *h = crypt_r(password, salt, a->cd);
     char *out = (h && h[0] != '*') ? xstrdup(h) : NULL;
     OPENSSL_cleanse(a->cd, sizeof *a->cd);
-    if (!out) errf(err, errlen, "password hashing failed");
+    if (!out) set_err(err, errlen, "password hashing failed");
     return out;
 }
 
@@ -181,7 +171,7 @@ static bool check_user_address(const char *address, char *err, size_t errlen)
 {
     if (accounts_address_valid(address, false)) return true;
     char safe[400];
-    errf(err, errlen, "'%s' is not a valid address (local@domain)",
+    set_err(err, errlen, "'%s' is not a valid address (local@domain)",
          log_safe(address ? address : "", address ? strlen(address) : 0, safe, sizeof safe));
     return false;
 }
@@ -204,7 +194,7 @@ int accounts_user_add(accounts *a, const char *address, const char *password, ch
     sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL));
     int s = sqlite3_step(st);
     if (s == SQLITE_DONE) rc = 0;
-    else if (s == SQLITE_CONSTRAINT) errf(err, errlen, "user %s already exists", addr);
+    else if (s == SQLITE_CONSTRAINT) set_err(err, errlen, "user %s already exists", addr);
     else db_err(a, err, errlen, "insert");
 out:
     sqlite3_finalize(st);
@@ -238,7 +228,7 @@ int accounts_user_del(accounts *a, const char *address, char *err, size_t errlen
 {
     char *addr = lowered(address);
     int n = exec_change(a, "DELETE FROM users WHERE address = ?1", addr, NULL, err, errlen);
-    if (n == 0) errf(err, errlen, "no such user %s", addr);
+    if (n == 0) set_err(err, errlen, "no such user %s", addr);
     free(addr);
     return n > 0 ? 0 : -1;
 }
@@ -249,7 +239,7 @@ int accounts_user_passwd(accounts *a, const char *address, const char *password,
     if (!hash) return -1;
     char *addr = lowered(address);
     int n = exec_change(a, "UPDATE users SET hash = ?2 WHERE address = ?1", addr, hash, err, errlen);
-    if (n == 0) errf(err, errlen, "no such user %s", addr);
+    if (n == 0) set_err(err, errlen, "no such user %s", addr);
     free(addr);
     free(hash);
     return n > 0 ? 0 : -1;
@@ -328,7 +318,7 @@ int accounts_alias_add(accounts *a, const char *source, const char *target, char
 {
     char safe[400];
     if (!accounts_address_valid(source, true)) {
-        errf(err, errlen, "'%s' is not a valid alias source (local@domain or @domain)",
+        set_err(err, errlen, "'%s' is not a valid alias source (local@domain or @domain)",
              log_safe(source, strlen(source), safe, sizeof safe));
         return -1;
     }
@@ -344,7 +334,7 @@ int accounts_alias_add(accounts *a, const char *source, const char *target, char
     sqlite3_bind_text(st, 2, dst, -1, SQLITE_STATIC);
     int s = sqlite3_step(st);
     if (s == SQLITE_DONE) rc = 0;
-    else if (s == SQLITE_CONSTRAINT) errf(err, errlen, "alias %s -> %s already exists", src, dst);
+    else if (s == SQLITE_CONSTRAINT) set_err(err, errlen, "alias %s -> %s already exists", src, dst);
     else db_err(a, err, errlen, "insert");
 out:
     sqlite3_finalize(st);
@@ -360,8 +350,8 @@ int accounts_alias_del(accounts *a, const char *source, const char *target, char
     int n = dst ? exec_change(a, "DELETE FROM aliases WHERE source = ?1 AND target = ?2", src, dst, err, errlen)
                 : exec_change(a, "DELETE FROM aliases WHERE source = ?1", src, NULL, err, errlen);
     if (n == 0) {
-        if (dst) errf(err, errlen, "no alias %s -> %s", src, dst);
-        else errf(err, errlen, "no alias %s", src);
+        if (dst) set_err(err, errlen, "no alias %s -> %s", src, dst);
+        else set_err(err, errlen, "no alias %s", src);
     }
     free(src);
     free(dst);

@@ -1,6 +1,7 @@
 #include "auth/auth_async.h"
 
 #include <openssl/crypto.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,22 +18,41 @@ struct auth_job {
 };
 
 /* One handle per worker thread, opened lazily and kept: opening costs a
- * few syscalls and a schema check, a login costs far more. */
-static _Thread_local accounts *worker_accounts;
+ * few syscalls and a schema check, a login costs far more.  A pthread key
+ * (not _Thread_local) so the handle is closed when the thread exits. */
+static pthread_key_t accounts_key;
+static pthread_once_t accounts_once = PTHREAD_ONCE_INIT;
+
+static void close_handle(void *p)
+{
+    accounts_close(p);
+}
+
+static void make_key(void)
+{
+    if (pthread_key_create(&accounts_key, close_handle) != 0) abort();
+}
+
+static accounts *worker_accounts(void)
+{
+    pthread_once(&accounts_once, make_key);
+    accounts *a = pthread_getspecific(accounts_key);
+    if (a) return a;
+    char err[256];
+    a = accounts_open("accounts.db", false, err, sizeof err);
+    if (!a) {
+        log_error("auth: cannot open account database: %s", err);
+        return NULL;
+    }
+    pthread_setspecific(accounts_key, a);
+    return a;
+}
 
 static void verify_work(void *p)
 {
     struct auth_job *j = p;
-    if (!worker_accounts) {
-        char err[256];
-        worker_accounts = accounts_open("accounts.db", false, err, sizeof err);
-        if (!worker_accounts) {
-            log_error("auth: cannot open account database: %s", err);
-            j->result = -1;
-            return;
-        }
-    }
-    j->result = accounts_verify_password(worker_accounts, j->user, j->password);
+    accounts *a = worker_accounts();
+    j->result = a ? accounts_verify_password(a, j->user, j->password) : -1;
 }
 
 static void verify_done(void *p)

@@ -95,16 +95,6 @@ static const struct keydef keys[] = {
 
 #define NKEYS (sizeof keys / sizeof keys[0])
 
-static void errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static char *resolve_path(const char *dir, const char *value)
 {
     if (value[0] == '/' || !dir) return xstrdup(value);
@@ -144,7 +134,7 @@ static int set_value(config *cfg, const struct keydef *k, const char *v, const c
         *(char **)field = xstrdup(v);
         return 0;
     case K_PATH:
-        if (!*v) { errf(why, whylen, "empty path"); return -1; }
+        if (!*v) { set_err(why, whylen, "empty path"); return -1; }
         free(*(char **)field);
         *(char **)field = resolve_path(dir, v);
         return 0;
@@ -156,7 +146,7 @@ static int set_value(config *cfg, const struct keydef *k, const char *v, const c
         char *end;
         long port = colon ? strtol(colon + 1, &end, 10) : -1;
         if (!colon || colon == v || !colon[1] || *end || port < 1 || port > 65535) {
-            errf(why, whylen, "'%s' is not address:port (or off)", v);
+            set_err(why, whylen, "'%s' is not address:port (or off)", v);
             return -1;
         }
         *(char **)field = xstrdup(v);
@@ -171,7 +161,7 @@ static int set_value(config *cfg, const struct keydef *k, const char *v, const c
         for (char *t = strtok_r(copy, " \t,", &save); t; t = strtok_r(NULL, " \t,", &save)) {
             ascii_lower(t);
             if (!valid_domain(t)) {
-                errf(why, whylen, "'%s' is not a valid domain name", t);
+                set_err(why, whylen, "'%s' is not a valid domain name", t);
                 free(copy);
                 list[n] = NULL;
                 free_list(list);
@@ -189,21 +179,21 @@ static int set_value(config *cfg, const struct keydef *k, const char *v, const c
     }
     case K_UINT:
         if (parse_size(v, &u) < 0 || strpbrk(v, "kKmMgGbB") || u > UINT_MAX) {
-            errf(why, whylen, "'%s' is not a whole number", v);
+            set_err(why, whylen, "'%s' is not a whole number", v);
             return -1;
         }
         *(unsigned *)field = (unsigned)u;
         return 0;
     case K_SIZE:
         if (parse_size(v, &u) < 0) {
-            errf(why, whylen, "'%s' is not a size (bytes, or with k, M, G)", v);
+            set_err(why, whylen, "'%s' is not a size (bytes, or with k, M, G)", v);
             return -1;
         }
         *(uint64_t *)field = u;
         return 0;
     case K_DURATION:
         if (parse_duration(v, &u) < 0 || u > UINT_MAX) {
-            errf(why, whylen, "'%s' is not a duration (seconds, or with s, m, h, d)", v);
+            set_err(why, whylen, "'%s' is not a duration (seconds, or with s, m, h, d)", v);
             return -1;
         }
         *(unsigned *)field = (unsigned)u;
@@ -214,7 +204,7 @@ static int set_value(config *cfg, const struct keydef *k, const char *v, const c
         else if (!ascii_casecmp(v, "no") || !ascii_casecmp(v, "false") || !ascii_casecmp(v, "off") || !strcmp(v, "0"))
             *(bool *)field = false;
         else {
-            errf(why, whylen, "'%s' is not yes or no", v);
+            set_err(why, whylen, "'%s' is not yes or no", v);
             return -1;
         }
         return 0;
@@ -222,7 +212,7 @@ static int set_value(config *cfg, const struct keydef *k, const char *v, const c
         static const char *const lv[] = { "error", "warn", "info", "debug" };
         for (int i = 0; i < 4; i++)
             if (!ascii_casecmp(v, lv[i])) { cfg->log_level = i; return 0; }
-        errf(why, whylen, "'%s' is not one of error, warn, info, debug", v);
+        set_err(why, whylen, "'%s' is not one of error, warn, info, debug", v);
         return -1;
     }
     }
@@ -239,29 +229,29 @@ static const struct keydef *find_key(const char *name)
 static int semantic_checks(const config *cfg, const char *name, char *err, size_t errlen)
 {
     if (cfg->max_command_line < 512) {
-        errf(err, errlen, "%s: key 'max_command_line': must be at least 512 (RFC 5321 4.5.3.1.4)", name);
+        set_err(err, errlen, "%s: key 'max_command_line': must be at least 512 (RFC 5321 4.5.3.1.4)", name);
         return -1;
     }
     if (cfg->max_text_line < 1000) {
-        errf(err, errlen, "%s: key 'max_text_line': must be at least 1000 (RFC 5321 4.5.3.1.6)", name);
+        set_err(err, errlen, "%s: key 'max_text_line': must be at least 1000 (RFC 5321 4.5.3.1.6)", name);
         return -1;
     }
     if (cfg->max_recipients < 1 || cfg->worker_threads < 1 || cfg->worker_threads > 256 ||
         cfg->max_connections < 1 || cfg->max_connections_per_ip < 1) {
-        errf(err, errlen, "%s: max_recipients, worker_threads (1..256), max_connections and "
+        set_err(err, errlen, "%s: max_recipients, worker_threads (1..256), max_connections and "
              "max_connections_per_ip must be positive", name);
         return -1;
     }
     if (cfg->auth_max_failures < 1) {
-        errf(err, errlen, "%s: key 'auth_max_failures': must be at least 1", name);
+        set_err(err, errlen, "%s: key 'auth_max_failures': must be at least 1", name);
         return -1;
     }
     if (cfg->ndomains == 0) {
-        errf(err, errlen, "%s: key 'domains': at least one local domain is required", name);
+        set_err(err, errlen, "%s: key 'domains': at least one local domain is required", name);
         return -1;
     }
     if (strlen(cfg->recipient_delimiter) > 1) {
-        errf(err, errlen, "%s: key 'recipient_delimiter': one character or empty", name);
+        set_err(err, errlen, "%s: key 'recipient_delimiter': one character or empty", name);
         return -1;
     }
     return 0;
@@ -281,7 +271,7 @@ int config_parse(const char *text, size_t len, const char *name, const char *dir
         lineno++;
         char *line = xstrndup(p, (size_t)(le - p));
         if (strlen(line) != (size_t)(le - p)) {
-            errf(err, errlen, "%s:%zu: NUL byte in line", name, lineno);
+            set_err(err, errlen, "%s:%zu: NUL byte in line", name, lineno);
             free(line);
             return -1;
         }
@@ -295,7 +285,7 @@ int config_parse(const char *text, size_t len, const char *name, const char *dir
 
         char *eq = strchr(s, '=');
         if (!eq) {
-            errf(err, errlen, "%s:%zu: expected 'key = value'", name, lineno);
+            set_err(err, errlen, "%s:%zu: expected 'key = value'", name, lineno);
             free(line);
             return -1;
         }
@@ -308,20 +298,20 @@ int config_parse(const char *text, size_t len, const char *name, const char *dir
         const struct keydef *kd = find_key(k);
         if (!kd) {
             char safe[80];
-            errf(err, errlen, "%s:%zu: unknown key '%s'", name, lineno,
+            set_err(err, errlen, "%s:%zu: unknown key '%s'", name, lineno,
                  log_safe(k, strlen(k), safe, sizeof safe));
             free(line);
             return -1;
         }
         size_t idx = (size_t)(kd - keys);
         if (seen[idx]) {
-            errf(err, errlen, "%s:%zu: key '%s' is set twice", name, lineno, kd->name);
+            set_err(err, errlen, "%s:%zu: key '%s' is set twice", name, lineno, kd->name);
             free(line);
             return -1;
         }
         seen[idx] = true;
         if (set_value(cfg, kd, v, dir, why, sizeof why) < 0) {
-            errf(err, errlen, "%s:%zu: key '%s': %s", name, lineno, kd->name, why);
+            set_err(err, errlen, "%s:%zu: key '%s': %s", name, lineno, kd->name, why);
             free(line);
             return -1;
         }
@@ -331,11 +321,11 @@ int config_parse(const char *text, size_t len, const char *name, const char *dir
     for (size_t i = 0; i < NKEYS; i++) {
         if (seen[i]) continue;
         if (!keys[i].def) {
-            errf(err, errlen, "%s: key '%s' is required (%s)", name, keys[i].name, keys[i].doc);
+            set_err(err, errlen, "%s: key '%s' is required (%s)", name, keys[i].name, keys[i].doc);
             return -1;
         }
         if (set_value(cfg, &keys[i], keys[i].def, dir, why, sizeof why) < 0) {
-            errf(err, errlen, "%s: default of '%s': %s", name, keys[i].name, why);
+            set_err(err, errlen, "%s: default of '%s': %s", name, keys[i].name, why);
             return -1;
         }
     }
@@ -346,12 +336,12 @@ int config_load(const char *path, config *cfg, char *err, size_t errlen)
 {
     char *abs = realpath(path, NULL);
     if (!abs) {
-        errf(err, errlen, "%s: %s", path, strerror(errno));
+        set_err(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
     FILE *f = fopen(abs, "re");
     if (!f) {
-        errf(err, errlen, "%s: %s", abs, strerror(errno));
+        set_err(err, errlen, "%s: %s", abs, strerror(errno));
         free(abs);
         return -1;
     }
@@ -360,7 +350,7 @@ int config_load(const char *path, config *cfg, char *err, size_t errlen)
     size_t n;
     while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
         if (text.len + n > (1u << 20)) {
-            errf(err, errlen, "%s: larger than 1 MiB", abs);
+            set_err(err, errlen, "%s: larger than 1 MiB", abs);
             fclose(f);
             sbuf_free(&text);
             free(abs);

@@ -18,6 +18,9 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 
+/* Format an error message into err (errlen bytes); a NULL err is allowed. */
+void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* write()/read() that retry on EINTR and short counts.  Return 0 or -1. */
 int write_full(int fd, const void *buf, size_t len);
 

@@ -228,6 +228,7 @@ static void cmd_retr(struct pop3_session *s, const struct pop3_cmd *cmd, bool to
         pop3_ok(s, "top of message %u follows", cmd->msg);
     } else {
         pop3_ok(s, "%llu octets", (unsigned long long)size);
+        /* LAST (RFC 1225) counts RETR and DELE; TOP only peeks. */
         if (cmd->msg > s->last_accessed) s->last_accessed = cmd->msg;
     }
     s->send_fd = fd;

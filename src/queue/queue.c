@@ -43,16 +43,6 @@ static const char schema[] =
     " PRIMARY KEY(qid, idx));"
     "PRAGMA user_version = 1;";
 
-static void errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static char *path_join(const char *dir, const char *name)
 {
     sbuf b = SBUF_INIT;
@@ -82,13 +72,13 @@ static sqlite3 *db_open(const char *queue_dir, bool create, char *err, size_t er
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
     char *msg = NULL;
     if (sqlite3_open_v2(path, &db, flags, sqlite_relative_vfs()) != SQLITE_OK) {
-        errf(err, errlen, "queue index %s: %s", path, db ? sqlite3_errmsg(db) : "cannot allocate");
+        set_err(err, errlen, "queue index %s: %s", path, db ? sqlite3_errmsg(db) : "cannot allocate");
         goto fail;
     }
     sqlite3_busy_timeout(db, 10000);
     if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL, NULL, &msg) != SQLITE_OK ||
         (create && sqlite3_exec(db, schema, NULL, NULL, &msg) != SQLITE_OK)) {
-        errf(err, errlen, "queue index %s: %s", path, msg ? msg : sqlite3_errmsg(db));
+        set_err(err, errlen, "queue index %s: %s", path, msg ? msg : sqlite3_errmsg(db));
         sqlite3_free(msg);
         goto fail;
     }
@@ -111,7 +101,7 @@ static int index_insert(sqlite3 *db, const struct queue_envelope *env, time_t ar
 {
     sqlite3_stmt *m = NULL, *r = NULL;
     if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-        errf(err, errlen, "queue index: begin: %s", sqlite3_errmsg(db));
+        set_err(err, errlen, "queue index: begin: %s", sqlite3_errmsg(db));
         return -1;
     }
     if (sqlite3_prepare_v2(db, "INSERT INTO messages(qid, sender, arrival, size, envid, ret, body, smtputf8,"
@@ -147,7 +137,7 @@ static int index_insert(sqlite3 *db, const struct queue_envelope *env, time_t ar
     if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) goto fail;
     return 0;
 fail:
-    errf(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+    set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
     sqlite3_finalize(m);
     sqlite3_finalize(r);
     sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
@@ -305,7 +295,7 @@ static int read_envelope(int dirfd, const char *name, struct parsed *p, char *er
     int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
     FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
     if (!f) {
-        errf(err, errlen, "%s", strerror(errno));
+        set_err(err, errlen, "%s", strerror(errno));
         if (fd >= 0) close(fd);
         return -1;
     }
@@ -328,11 +318,11 @@ static int read_envelope(int dirfd, const char *name, struct parsed *p, char *er
         if (parse_line(p, line) < 0) break;
     }
     struct stat st;
-    if (!done) errf(err, errlen, "unreadable envelope block");
-    else if (!valid_qid(p->env.qid) || strcmp(p->env.qid, name) != 0) errf(err, errlen, "qid does not match file name");
-    else if (!p->env.mail_from || p->env.nrcpts == 0) errf(err, errlen, "envelope without sender or recipients");
+    if (!done) set_err(err, errlen, "unreadable envelope block");
+    else if (!valid_qid(p->env.qid) || strcmp(p->env.qid, name) != 0) set_err(err, errlen, "qid does not match file name");
+    else if (!p->env.mail_from || p->env.nrcpts == 0) set_err(err, errlen, "envelope without sender or recipients");
     else if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != hdr + p->size)
-        errf(err, errlen, "size %llu does not match envelope (%llu + %llu)",
+        set_err(err, errlen, "size %llu does not match envelope (%llu + %llu)",
              (unsigned long long)st.st_size, (unsigned long long)hdr, (unsigned long long)p->size);
     else rc = 0;
     free(line);
@@ -348,14 +338,14 @@ static int lock_queue(const char *queue_dir, int how, char *err, size_t errlen)
     char *path = path_join(queue_dir, "lock");
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
-        errf(err, errlen, "queue lock %s: %s", path, strerror(errno));
+        set_err(err, errlen, "queue lock %s: %s", path, strerror(errno));
         free(path);
         return -1;
     }
     free(path);
     while (flock(fd, how) < 0) {
         if (errno == EINTR) continue;
-        errf(err, errlen, "queue lock: %s", strerror(errno));
+        set_err(err, errlen, "queue lock: %s", strerror(errno));
         close(fd);
         return -1;
     }
@@ -381,8 +371,8 @@ static int copy_spool(int in, int out, uint64_t len, char *err, size_t errlen)
             if (n < 0 && errno == EINTR) continue;
             if (n == 0 || (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP &&
                            errno != EBADF && errno != EPERM && errno != ETXTBSY)) {
-                if (n == 0) errf(err, errlen, "spool file shorter than %llu bytes", (unsigned long long)len);
-                else errf(err, errlen, "copying spool: %s", strerror(errno));
+                if (n == 0) set_err(err, errlen, "spool file shorter than %llu bytes", (unsigned long long)len);
+                else set_err(err, errlen, "copying spool: %s", strerror(errno));
                 rc = -1;
                 break;
             }
@@ -392,11 +382,11 @@ static int copy_spool(int in, int out, uint64_t len, char *err, size_t errlen)
         ssize_t n = pread(in, buf, want < COPY_CHUNK ? want : COPY_CHUNK, off);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
-            if (n == 0) errf(err, errlen, "spool file shorter than %llu bytes", (unsigned long long)len);
-            else errf(err, errlen, "reading spool: %s", strerror(errno));
+            if (n == 0) set_err(err, errlen, "spool file shorter than %llu bytes", (unsigned long long)len);
+            else set_err(err, errlen, "reading spool: %s", strerror(errno));
             rc = -1;
         } else if (write_full(out, buf, (size_t)n) < 0) {
-            errf(err, errlen, "writing queue file: %s", strerror(errno));
+            set_err(err, errlen, "writing queue file: %s", strerror(errno));
             rc = -1;
         } else {
             off += n;
@@ -411,12 +401,12 @@ int queue_enqueue(const char *queue_dir, const struct queue_envelope *env, const
                   int spool_fd, uint64_t spool_len, char *err, size_t errlen)
 {
     if (!valid_qid(env->qid) || !env->mail_from || env->nrcpts == 0) {
-        errf(err, errlen, "bad envelope (queue id, sender or recipients missing)");
+        set_err(err, errlen, "bad envelope (queue id, sender or recipients missing)");
         return -1;
     }
     for (size_t i = 0; i < env->nrcpts; i++) {
         if (!env->rcpts[i].address || !*env->rcpts[i].address) {
-            errf(err, errlen, "bad envelope (empty recipient)");
+            set_err(err, errlen, "bad envelope (empty recipient)");
             return -1;
         }
     }
@@ -436,33 +426,33 @@ int queue_enqueue(const char *queue_dir, const struct queue_envelope *env, const
 
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
-        errf(err, errlen, "creating %s: %s", tmp, strerror(errno));
+        set_err(err, errlen, "creating %s: %s", tmp, strerror(errno));
         goto out;
     }
     if (write_full(fd, hdr.data, hdr.len) < 0 || (prefix_len && write_full(fd, prefix, prefix_len) < 0)) {
-        errf(err, errlen, "writing %s: %s", tmp, strerror(errno));
+        set_err(err, errlen, "writing %s: %s", tmp, strerror(errno));
         goto out_unlink;
     }
     if (copy_spool(spool_fd, fd, spool_len, err, errlen) < 0) goto out_unlink;
     if (fsync(fd) < 0) {
-        errf(err, errlen, "fsync %s: %s", tmp, strerror(errno));
+        set_err(err, errlen, "fsync %s: %s", tmp, strerror(errno));
         goto out_unlink;
     }
     int c = close(fd);
     fd = -1;
     if (c < 0) {
-        errf(err, errlen, "closing %s: %s", tmp, strerror(errno));
+        set_err(err, errlen, "closing %s: %s", tmp, strerror(errno));
         goto out_unlink;
     }
     /* link() rather than rename(): never replaces a message already queued. */
     if (link(tmp, final) < 0) {
-        errf(err, errlen, "linking %s: %s", final, errno == EEXIST ? "queue id already in use" : strerror(errno));
+        set_err(err, errlen, "linking %s: %s", final, errno == EEXIST ? "queue id already in use" : strerror(errno));
         goto out_unlink;
     }
     linked = true;
     unlink(tmp);
     if (fsync_dir(queue_dir, true) < 0) {
-        errf(err, errlen, "fsync %s: %s", queue_dir, strerror(errno));
+        set_err(err, errlen, "fsync %s: %s", queue_dir, strerror(errno));
         goto out_unlink;
     }
     db = db_open(queue_dir, true, err, errlen);
@@ -522,7 +512,7 @@ static int recover_files(const char *queue_dir, sqlite3 *db, unsigned *count, ch
 {
     DIR *d = opendir(queue_dir);
     if (!d) {
-        errf(err, errlen, "%s: %s", queue_dir, strerror(errno));
+        set_err(err, errlen, "%s: %s", queue_dir, strerror(errno));
         return -1;
     }
     int dfd = dirfd(d);
@@ -547,7 +537,7 @@ static int recover_files(const char *queue_dir, sqlite3 *db, unsigned *count, ch
         int status;
         if (is_indexed(db, name, &status)) continue;
         if (status < 0) {
-            errf(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+            set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
             rc = -1;
             break;
         }
@@ -575,7 +565,7 @@ static int recover_rows(const char *queue_dir, sqlite3 *db, unsigned *count, cha
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db, "SELECT qid FROM messages", -1, &st, NULL) != SQLITE_OK) {
-        errf(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+        set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
         return -1;
     }
     size_t n = 0, cap = 0;
@@ -615,7 +605,7 @@ static int recover_rows(const char *queue_dir, sqlite3 *db, unsigned *count, cha
             (*count)++;
         }
     }
-    if (rc < 0) errf(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+    if (rc < 0) set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
     for (size_t i = 0; i < n; i++) free(gone[i]);
     free(gone);
     return rc;
@@ -626,7 +616,7 @@ int queue_init(const char *queue_dir, unsigned *recovered, char *err, size_t err
     unsigned count = 0;
     if (recovered) *recovered = 0;
     if (mkdir_p(queue_dir, 0700) < 0) {
-        errf(err, errlen, "creating %s: %s", queue_dir, strerror(errno));
+        set_err(err, errlen, "creating %s: %s", queue_dir, strerror(errno));
         return -1;
     }
     int lock = lock_queue(queue_dir, LOCK_EX, err, errlen);
@@ -637,7 +627,7 @@ int queue_init(const char *queue_dir, unsigned *recovered, char *err, size_t err
         recover_rows(queue_dir, db, &count, err, errlen) == 0)
         rc = 0;
     if (count > 0 && fsync_dir(queue_dir, true) < 0 && rc == 0) {
-        errf(err, errlen, "fsync %s: %s", queue_dir, strerror(errno));
+        set_err(err, errlen, "fsync %s: %s", queue_dir, strerror(errno));
         rc = -1;
     }
     sqlite3_close(db);
@@ -661,7 +651,7 @@ int queue_list(const char *queue_dir, void (*cb)(const struct queue_entry *e, vo
     if (sqlite3_prepare_v2(db, "SELECT m.qid, m.sender, r.address, r.state, m.size, m.arrival, m.attempts,"
                            " r.last_error FROM messages m JOIN rcpts r ON r.qid = m.qid"
                            " ORDER BY m.arrival, m.qid, r.idx", -1, &st, NULL) != SQLITE_OK) {
-        errf(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+        set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
         sqlite3_close(db);
         return -1;
     }
@@ -682,7 +672,7 @@ int queue_list(const char *queue_dir, void (*cb)(const struct queue_entry *e, vo
     }
     int rc = 0;
     if (s != SQLITE_DONE) {
-        errf(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+        set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
         rc = -1;
     }
     sqlite3_finalize(st);

@@ -158,7 +158,11 @@ class Instance:
             for d in domains:
                 args += ["--domain", d]
             args += ["--port-base", str(self.base)] + list(init_args) + extra
-            r = self.cli(*args, use_conf=False, check=(extra == tries[-1]))
+            try:
+                r = self.cli(*args, use_conf=False, check=(extra == tries[-1]))
+            except BaseException:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                raise
             if r.returncode == 0:
                 if extra:
                     _outbound_opts[0] = True
@@ -166,11 +170,15 @@ class Instance:
             _outbound_opts[0] = False
             shutil.rmtree(self.dir, ignore_errors=True)
         self.outbound_blackholed = bool(_outbound_opts[0])
-        assert self.conf.exists(), "pochta init did not write %s" % self.conf
-        if extra_conf:
-            self.append_conf(extra_conf)
-        for user, pw in USERS.items():
-            self.add_user(user, pw)
+        try:
+            assert self.conf.exists(), "pochta init did not write %s" % self.conf
+            if extra_conf:
+                self.append_conf(extra_conf)
+            for user, pw in USERS.items():
+                self.add_user(user, pw)
+        except BaseException:
+            self.close()
+            raise
 
     # --- administration -------------------------------------------------
     def cli(self, *args, use_conf=True, input=None, check=True, timeout=60):
@@ -391,11 +399,15 @@ _live = []
 def new_instance(extra_conf=None, aliases=(), start=True, init_args=()):
     """Create (and by default start) an instance; close_instance() ends it."""
     inst = Instance(extra_conf=extra_conf, init_args=init_args)
+    try:
+        for src, *targets in aliases:
+            inst.add_alias(src, *targets)
+        if start:
+            inst.start()
+    except BaseException:
+        inst.close()
+        raise
     _live.append(inst)
-    for src, *targets in aliases:
-        inst.add_alias(src, *targets)
-    if start:
-        inst.start()
     return inst
 
 
