@@ -100,7 +100,9 @@ struct imap_scan {
     /* After IMAP_SCAN_DONE: the command is buf[0..end).  After a literal
      * error: end == lit_offset, so for a rejected synchronizing literal the
      * session answers (NO/BAD [TOOBIG]), drops buf[0..end) and scans on:
-     * RFC 9051 7.5 the client then does not send the data. */
+     * RFC 9051 7.5 the client then does not send the data.  A rejected
+     * non-synchronizing literal is on its way regardless (RFC 7888 4): the
+     * session must skip lit_size bytes or close the connection. */
     size_t end;
     enum imap_scan_error error;
     const char *error_text;       /* static */
@@ -191,10 +193,16 @@ struct imap_seqset {
  * which still includes max).  False for a saved set and for max == 0. */
 bool imap_seqset_contains(const struct imap_seqset *s, uint32_t x, uint32_t max);
 
+/* contains() walks every range: for testing many numbers, normalize once
+ * and use imap_ranges_contains() (binary search). */
+
 /* Resolve "*" against max, clip to 1..max, sort and merge into out, which
  * must hold s->n entries (caller's memory).  Returns how many ranges were
  * written (lo <= hi, ascending, disjoint, not adjacent).  0 for saved. */
 size_t imap_seqset_normalize(const struct imap_seqset *s, uint32_t max, struct imap_range *out);
+
+/* Is x in normalized ranges r[0..n)?  O(log n). */
+bool imap_ranges_contains(const struct imap_range *r, size_t n, uint32_t x);
 
 /* Ascending iteration over normalized ranges, one number at a time. */
 struct imap_seqiter {
@@ -452,7 +460,10 @@ struct imap_err {
                                    * names are raw UTF-8, not modified UTF-7 */
 
 /* Parse buf[0..len), one complete command as delimited by imap_cmd_scan()
- * (it must end in its final CRLF or LF, nothing after).  Allocates from `a`
+ * (which enforces line_max, command_max and literals_max; this function
+ * enforces literal_max, depth_max, tokens_max, mailbox_max and, through
+ * the arena, arena_max).
+ * It must end in its final CRLF or LF, nothing after.  Allocates from `a`
  * (which the caller resets between commands).  Returns 0 with *cmd filled,
  * or -1 with *err filled; cmd->tag and cmd->name are still set when they
  * were recognized, so the session can answer "tag BAD text".  An

@@ -63,6 +63,18 @@ size_t imap_seqset_normalize(const struct imap_seqset *s, uint32_t max, struct i
     return w + 1;
 }
 
+bool imap_ranges_contains(const struct imap_range *r, size_t n, uint32_t x)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (x < r[mid].lo) hi = mid;
+        else if (x > r[mid].hi) lo = mid + 1;
+        else return true;
+    }
+    return false;
+}
+
 void imap_seqiter_init(struct imap_seqiter *it, const struct imap_range *r, size_t n)
 {
     it->r = r;

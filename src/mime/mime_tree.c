@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/util.h"
+#include "mime/mime_charset.h"
 #include "mime/mime_parse.h"
 
 static const char magic[4] = { 'P', 'M', 'T', '1' };
@@ -156,6 +157,25 @@ static char *get_s(struct rd *r)
     return s;
 }
 
+static bool utf8_ok(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
+    while (p < end) {
+        size_t n = mime_utf8_seq_len(p, (size_t)(end - p));
+        if (!n) return false;
+        p += n;
+    }
+    return true;
+}
+
+/* Fields documented as valid UTF-8 stay so even from a corrupt cache. */
+static char *get_utf8(struct rd *r)
+{
+    char *s = get_s(r);
+    if (s && !utf8_ok(s)) r->bad = true;
+    return s;
+}
+
 static void get_params(struct rd *r, struct mime_params *p)
 {
     size_t n = get_count(r, 4);
@@ -165,6 +185,8 @@ static void get_params(struct rd *r, struct mime_params *p)
         p->v[i].name = get_s(r);
         p->v[i].value = get_s(r);
         p->v[i].charset = get_s(r);
+        /* extended (RFC 2231) values were converted to UTF-8 */
+        if (p->v[i].charset && p->v[i].value && !utf8_ok(p->v[i].value)) r->bad = true;
         p->v[i].language = get_s(r);
         if (!p->v[i].name || !p->v[i].value) r->bad = true;
     }
@@ -188,7 +210,7 @@ static void get_addrs(struct rd *r, struct mime_addr_list *l)
         a->kind = (enum mime_addr_kind)(k >> 1);
         a->invalid = k & 1;
         a->name = get_s(r);
-        a->name_utf8 = get_s(r);
+        a->name_utf8 = get_utf8(r);
         a->adl = get_s(r);
         a->mailbox = get_s(r);
         a->host = get_s(r);
@@ -256,7 +278,7 @@ static struct mime_part *get_part(struct rd *r, struct mime_part *parent, unsign
         struct mime_envelope *e = p->env = xcalloc(1, sizeof *p->env);
         e->date = get_s(r);
         e->subject = get_s(r);
-        e->subject_utf8 = get_s(r);
+        e->subject_utf8 = get_utf8(r);
         e->message_id = get_s(r);
         e->in_reply_to = get_s(r);
         get_addrs(r, &e->from);

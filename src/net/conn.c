@@ -35,6 +35,7 @@ struct conn {
     bool closing;
     const char *close_why;
     bool paused;
+    bool skip_to_eol;           /* dropping the rest of an overlong line */
 };
 
 static void on_read(struct bufferevent *bev, void *p);
@@ -53,6 +54,7 @@ static void setup_bev(conn *c, struct bufferevent *bev)
     c->bev = bev;
     bufferevent_setcb(bev, on_read, on_write, on_event, c);
     bufferevent_setwatermark(bev, EV_READ, 0, INPUT_HIGH_WATER);
+    bufferevent_setwatermark(bev, EV_WRITE, CONN_OUTPUT_LOW, 0);
     apply_timeouts(c);
     if (!c->paused) bufferevent_enable(bev, EV_READ | EV_WRITE);
     else bufferevent_enable(bev, EV_WRITE);
@@ -204,9 +206,49 @@ static void on_read(struct bufferevent *bev, void *p)
 static void on_write(struct bufferevent *bev, void *p)
 {
     conn *c = p;
-    if (evbuffer_get_length(bufferevent_get_output(bev)) != 0) return;
-    if (c->starttls_pending) start_tls(c);
-    else if (c->closing) finish(c, c->close_why);
+    bool empty = evbuffer_get_length(bufferevent_get_output(bev)) == 0;
+    if (c->starttls_pending || c->closing) {
+        if (!empty) return;
+        if (c->starttls_pending) start_tls(c);
+        else finish(c, c->close_why);
+        return;
+    }
+    if (c->ops->on_drain) c->ops->on_drain(c, c->ud);
+}
+
+int conn_read_line(conn *c, sbuf *line, size_t max)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    for (;;) {
+        if (c->skip_to_eol) {
+            struct evbuffer_ptr lf = evbuffer_search(in, "\n", 1, NULL);
+            if (lf.pos < 0) {
+                evbuffer_drain(in, evbuffer_get_length(in));
+                return CONN_LINE_MORE;
+            }
+            evbuffer_drain(in, (size_t)lf.pos + 1);
+            c->skip_to_eol = false;
+            continue;
+        }
+        size_t eol_len = 0;
+        struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+        if (eol.pos < 0) {
+            if (evbuffer_get_length(in) <= max) return CONN_LINE_MORE;
+            c->skip_to_eol = true;
+            return CONN_LINE_TOO_LONG;
+        }
+        if ((size_t)eol.pos > max) {
+            evbuffer_drain(in, (size_t)eol.pos + eol_len);
+            return CONN_LINE_TOO_LONG;
+        }
+        sbuf_reset(line);
+        sbuf_reserve(line, (size_t)eol.pos);
+        evbuffer_remove(in, line->data, (size_t)eol.pos);
+        line->len = (size_t)eol.pos;
+        line->data[line->len] = '\0';
+        evbuffer_drain(in, eol_len);
+        return CONN_LINE_OK;
+    }
 }
 
 static void on_event(struct bufferevent *bev, short what, void *p)

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "core/sbuf.h"
+
 struct event_base;
 struct evbuffer;
 
@@ -30,7 +32,16 @@ struct conn_ops {
     void (*on_close)(conn *c, void *ud, const char *why);
     /* STARTTLS or implicit TLS handshake completed. */
     void (*on_tls)(conn *c, void *ud);
+    /* Optional: queued output fell to CONN_OUTPUT_LOW bytes or less, so a
+     * session that stopped producing (a big download, or a client that
+     * pipelines without reading) can go on. */
+    void (*on_drain)(conn *c, void *ud);
 };
+
+/* Output levels for flow control: a session stops producing above
+ * CONN_OUTPUT_HIGH and is called back (on_drain) at CONN_OUTPUT_LOW. */
+#define CONN_OUTPUT_HIGH (64 * 1024)
+#define CONN_OUTPUT_LOW (16 * 1024)
 
 /* Wrap an accepted socket.  With tls != NULL the connection starts with
  * a TLS handshake (implicit TLS). */
@@ -47,6 +58,14 @@ const char *conn_ip(const conn *c);
 int conn_port(const conn *c);
 bool conn_is_tls(const conn *c);
 SSL *conn_ssl(const conn *c);
+
+/* Take one line ending in LF or CRLF from the input into `line` (without
+ * its end; `line` is reset first).  Returns CONN_LINE_OK, CONN_LINE_MORE
+ * when no complete line is buffered yet, or CONN_LINE_TOO_LONG once for a
+ * line longer than `max` bytes: its rest, up to the next LF, is then
+ * dropped as it arrives, so a peer cannot make us buffer it. */
+enum { CONN_LINE_TOO_LONG = -1, CONN_LINE_MORE = 0, CONN_LINE_OK = 1 };
+int conn_read_line(conn *c, sbuf *line, size_t max);
 
 void conn_set_timeout(conn *c, unsigned seconds);
 void conn_pause(conn *c);       /* stop reading (e.g. while a job runs) */

@@ -19,9 +19,6 @@
 /* A SASL response line (RFC 5034 section 4 sets no limit of its own; the
  * same bound as SMTP AUTH, RFC 4954 section 4). */
 #define SASL_LINE_MAX 12288
-/* Replies piling up for a client that sends but does not read: stop
- * reading commands until it catches up. */
-#define OUTPUT_HIGH (64 * 1024)
 
 static void process_input(struct pop3_session *s);
 
@@ -103,30 +100,21 @@ bool pop3_login_allowed(const struct pop3_session *s)
 
 /* ---- waiting for the output to drain --------------------------------- */
 
-/* conn offers no "output drained" callback, so a session with too much
- * queued output (a big RETR, or a client that pipelines without reading)
- * looks again shortly.  The socket buffer keeps the link busy meanwhile. */
-#define DRAIN_POLL_USEC 5000
-#define OUTPUT_LOW (16 * 1024)
-
-static void drain_tick(evutil_socket_t fd, short what, void *p)
+/* A session with too much queued output (a big RETR, or a client that
+ * pipelines without reading) stops producing; conn calls on_drain when
+ * the output is down to CONN_OUTPUT_LOW and it goes on from there. */
+static void on_drain(conn *c, void *ud)
 {
-    struct pop3_session *s = p;
-    if (s->phase == PH_CLOSED) return;
-    if (conn_output_len(s->c) > OUTPUT_LOW) {
-        struct timeval tv = { 0, DRAIN_POLL_USEC };
-        evtimer_add(s->drain_ev, &tv);
-        return;
-    }
+    struct pop3_session *s = ud;
+    if (!s->waiting_drain || s->phase == PH_CLOSED) return;
+    s->waiting_drain = false;
     if (s->phase == PH_SENDING) pop3_send_pump(s);
     else process_input(s);
 }
 
 void pop3_wait_drain(struct pop3_session *s)
 {
-    if (!s->drain_ev) s->drain_ev = evtimer_new(s->srv->base, drain_tick, s);
-    struct timeval tv = { 0, DRAIN_POLL_USEC };
-    evtimer_add(s->drain_ev, &tv);
+    s->waiting_drain = true;
 }
 
 /* ---- life cycle ------------------------------------------------------- */
@@ -143,7 +131,6 @@ static void session_free(struct pop3_session *s)
     pop3_unlock(s);
     pop3_snapshot_free(s);
     if (s->store) store_user_close(s->store);   /* only if no worker could take it */
-    if (s->drain_ev) event_free(s->drain_ev);
     free(s->user);
     free(s->login);
     sbuf_free(&s->line);
@@ -206,6 +193,7 @@ static void on_tls(conn *c, void *ud)
 
 static const struct conn_ops pop3_conn_ops = {
     .on_read = on_read,
+    .on_drain = on_drain,
     .on_timeout = on_timeout,
     .on_close = on_close,
     .on_tls = on_tls,
@@ -382,61 +370,23 @@ static void dispatch(struct pop3_session *s, const struct pop3_cmd *cmd)
 
 /* ---- input ------------------------------------------------------------ */
 
-/* Take one line (without its end) into s->line.  Returns 1 with a line,
- * 0 when more input is needed, -1 when an overlong line was dropped (a
- * reply has been sent). */
-static int read_line(struct pop3_session *s, size_t max)
-{
-    struct evbuffer *in = conn_input(s->c);
-    for (;;) {
-        if (s->skip_to_eol) {
-            struct evbuffer_ptr lf = evbuffer_search(in, "\n", 1, NULL);
-            if (lf.pos < 0) {
-                evbuffer_drain(in, evbuffer_get_length(in));
-                return 0;
-            }
-            evbuffer_drain(in, (size_t)lf.pos + 1);
-            s->skip_to_eol = false;
-            continue;
-        }
-        size_t eol_len = 0;
-        struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
-        size_t avail = evbuffer_get_length(in);
-        if (eol.pos < 0) {
-            if (avail <= max) return 0;
-            s->skip_to_eol = true;
-            client_error(s, max + 2 == POP3_LINE_MAX ? "line too long (limit 255 octets, RFC 2449)"
-                                                     : "line too long");
-            return -1;
-        }
-        if ((size_t)eol.pos > max) {
-            evbuffer_drain(in, (size_t)eol.pos + eol_len);
-            client_error(s, max + 2 == POP3_LINE_MAX ? "line too long (limit 255 octets, RFC 2449)"
-                                                     : "line too long");
-            return -1;
-        }
-        sbuf_reset(&s->line);
-        sbuf_reserve(&s->line, (size_t)eol.pos);
-        evbuffer_remove(in, s->line.data, (size_t)eol.pos);
-        s->line.len = (size_t)eol.pos;
-        s->line.data[s->line.len] = '\0';
-        evbuffer_drain(in, eol_len);
-        return 1;
-    }
-}
-
 static void process_input(struct pop3_session *s)
 {
     while (!s->quitting) {
         if (s->phase != PH_COMMAND && s->phase != PH_SASL) return;
-        if (conn_output_len(s->c) > OUTPUT_HIGH) {
+        /* Replies piling up for a client that sends but does not read:
+         * stop reading commands until it catches up. */
+        if (conn_output_len(s->c) > CONN_OUTPUT_HIGH) {
             pop3_wait_drain(s);
             return;
         }
         bool sasl = s->phase == PH_SASL;
-        int r = read_line(s, sasl ? SASL_LINE_MAX : POP3_LINE_MAX - 2);
-        if (r == 0) return;
-        if (r < 0) {
+        size_t max = sasl ? SASL_LINE_MAX : POP3_LINE_MAX - 2;
+        int r = conn_read_line(s->c, &s->line, max);
+        if (r == CONN_LINE_MORE) return;
+        if (r == CONN_LINE_TOO_LONG) {
+            client_error(s, max + 2 == POP3_LINE_MAX ? "line too long (limit 255 octets, RFC 2449)"
+                                                     : "line too long");
             if (sasl) {
                 s->phase = PH_COMMAND;
                 pop3_auth_cleanup(s);

@@ -87,12 +87,11 @@ struct pop3_session {
     bool send_line_empty;       /* TOP: header line seen so far is empty */
     uint32_t top_lines;
 
-    struct event *drain_ev;     /* polls for output room, see pop3_wait_drain() */
+    bool waiting_drain;         /* stopped producing until the output drains */
     unsigned jobs;              /* worker jobs holding this session */
 
     /* Input handling */
     sbuf line;
-    bool skip_to_eol;           /* dropping the rest of an overlong line */
     unsigned errors;
     bool quitting;
 };

@@ -175,6 +175,7 @@ static void on_tls(conn *c, void *ud)
 
 static const struct conn_ops smtp_conn_ops = {
     .on_read = on_read,
+    .on_drain = on_read,
     .on_timeout = on_timeout,
     .on_close = on_close,
     .on_tls = on_tls,
@@ -620,47 +621,6 @@ static void dispatch(struct smtp_session *s, const struct smtp_cmd *cmd)
 
 /* ---- input ------------------------------------------------------------ */
 
-/* Take one line (without its end) into s->line.  Returns 1 with a line,
- * 0 when more input is needed, -1 when an overlong line was dropped (a
- * reply has been sent). */
-static int read_line(struct smtp_session *s, size_t max)
-{
-    struct evbuffer *in = conn_input(s->c);
-    for (;;) {
-        if (s->skip_to_eol) {
-            struct evbuffer_ptr lf = evbuffer_search(in, "\n", 1, NULL);
-            if (lf.pos < 0) {
-                evbuffer_drain(in, evbuffer_get_length(in));
-                return 0;
-            }
-            evbuffer_drain(in, (size_t)lf.pos + 1);
-            s->skip_to_eol = false;
-            continue;
-        }
-        size_t eol_len = 0;
-        struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
-        size_t avail = evbuffer_get_length(in);
-        if (eol.pos < 0) {
-            if (avail <= max) return 0;
-            s->skip_to_eol = true;
-            smtp_reply(s, 500, "5.5.2", "Error: line too long (limit %zu bytes)", max + 2);
-            return -1;
-        }
-        if ((size_t)eol.pos > max) {
-            evbuffer_drain(in, (size_t)eol.pos + eol_len);
-            smtp_reply(s, 500, "5.5.2", "Error: line too long (limit %zu bytes)", max + 2);
-            return -1;
-        }
-        sbuf_reset(&s->line);
-        sbuf_reserve(&s->line, (size_t)eol.pos);
-        evbuffer_remove(in, s->line.data, (size_t)eol.pos);
-        s->line.len = (size_t)eol.pos;
-        s->line.data[s->line.len] = '\0';
-        evbuffer_drain(in, eol_len);
-        return 1;
-    }
-}
-
 static void process_input(struct smtp_session *s)
 {
     const config *cfg = s->srv->cfg;
@@ -681,11 +641,13 @@ static void process_input(struct smtp_session *s)
         }
         /* Stop reading from a client that sends commands but does not read
          * our answers: its replies would pile up in memory. */
-        if (conn_output_len(s->c) > 64 * 1024) return;
+        if (conn_output_len(s->c) > CONN_OUTPUT_HIGH) return;     /* on_drain resumes */
         bool auth = s->phase == PH_AUTH;
-        int r = read_line(s, auth ? AUTH_LINE_MAX : cfg->max_command_line - 2);
-        if (r == 0) return;
-        if (r < 0) {
+        size_t max = auth ? AUTH_LINE_MAX : cfg->max_command_line - 2;
+        int r = conn_read_line(s->c, &s->line, max);
+        if (r == CONN_LINE_MORE) return;
+        if (r == CONN_LINE_TOO_LONG) {
+            smtp_reply(s, 500, "5.5.2", "Error: line too long (limit %zu bytes)", max + 2);
             if (auth) {
                 s->phase = PH_COMMAND;
                 smtp_auth_cleanup(s);

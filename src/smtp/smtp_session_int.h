@@ -84,7 +84,6 @@ struct smtp_session {
 
     /* Input handling */
     sbuf line;
-    bool skip_to_eol;           /* dropping the rest of an overlong line */
     unsigned errors;
     unsigned messages;
     bool quitting;

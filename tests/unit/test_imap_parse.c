@@ -895,10 +895,13 @@ static void test_9051_9_seqset(void **state)
     while (imap_seqiter_next(&it, &v)) {
         assert_true(v > last);
         assert_true(imap_seqset_contains(&cmd.set, v, 25));
+        assert_true(imap_ranges_contains(out, n, v));
         last = v;
         count++;
     }
     assert_int_equal(count, 11);
+    for (uint32_t x = 0; x <= 30; x++)
+        assert_int_equal(imap_ranges_contains(out, n, x), imap_seqset_contains(&cmd.set, x, 25));
     /* "*:4" with max 25 is 4:25 */
     ok("a FETCH *:4 FLAGS", IMAP_CMD_FETCH);
     assert_int_equal(imap_seqset_normalize(&cmd.set, 25, out), 1);
