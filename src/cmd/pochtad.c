@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -45,6 +46,22 @@ static struct listener_def listeners[3];
 static struct smtp_server server;
 static struct event *shutdown_tick;
 static time_t shutdown_started;
+
+/* Every connection costs a descriptor (two while a message spools), and
+ * the usual soft limit of 1024 would cap max_connections long before
+ * memory does.  Raise it while still root, when the hard limit can grow. */
+static void raise_fd_limit(const config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return;
+    rlim_t want = (rlim_t)cfg->max_connections * 2 + 256;
+    if (rl.rlim_cur >= want) return;
+    if (rl.rlim_max < want && geteuid() == 0) rl.rlim_max = want;
+    rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < want)
+        log_warn("open file limit is %llu, below the %llu that max_connections = %u needs",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)want, cfg->max_connections);
+}
 
 static void usage(FILE *out)
 {
@@ -222,6 +239,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    raise_fd_limit(&cfg);
     if (privdrop_enter_data(cfg.data_dir, cfg.run_as, err, sizeof err) < 0) {
         fprintf(stderr, "pochtad: %s\n", err);
         return 1;
