@@ -21,6 +21,36 @@ static void check_utf8(const sbuf *b)
     sbuf_free(&t);
 }
 
+static void check_str_utf8(const char *s)
+{
+    if (!s) return;
+    sbuf b = SBUF_INIT;
+    sbuf_puts(&b, s);
+    check_utf8(&b);
+    sbuf_free(&b);
+}
+
+static void check_params(const struct mime_params *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        if (!p->v[i].name || !p->v[i].value) abort();
+        if (p->v[i].charset) check_str_utf8(p->v[i].value);
+    }
+}
+
+static void check_addrs(const struct mime_addr_list *l)
+{
+    int open = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        const struct mime_address *a = &l->v[i];
+        check_str_utf8(a->name_utf8);
+        if (a->kind == MIME_ADDR_MAILBOX && (!a->mailbox || !a->host)) abort();
+        if (a->kind == MIME_ADDR_GROUP_START && (open++ || !a->mailbox)) abort();
+        if (a->kind == MIME_ADDR_GROUP_END && (--open || a->mailbox || a->host)) abort();
+    }
+    if (open) abort();
+}
+
 static size_t check(const char *msg, size_t len, const struct mime_part *p, unsigned depth,
                     const struct mime_limits *lim)
 {
@@ -42,11 +72,17 @@ static size_t check(const char *msg, size_t len, const struct mime_part *p, unsi
         n += check(msg, len, c, depth + 1, lim);
     }
     if (k != p->nchildren) abort();
-    if (p->env && p->env->subject_utf8) {
-        sbuf s = SBUF_INIT;
-        sbuf_puts(&s, p->env->subject_utf8);
-        check_utf8(&s);
-        sbuf_free(&s);
+    check_params(&p->type_params);
+    check_params(&p->disp_params);
+    if (p->env) {
+        const struct mime_envelope *e = p->env;
+        check_str_utf8(e->subject_utf8);
+        check_addrs(&e->from);
+        check_addrs(&e->sender);
+        check_addrs(&e->reply_to);
+        check_addrs(&e->to);
+        check_addrs(&e->cc);
+        check_addrs(&e->bcc);
     }
     if (!p->children) {
         sbuf out = SBUF_INIT;

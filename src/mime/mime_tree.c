@@ -215,6 +215,17 @@ static void get_addrs(struct rd *r, struct mime_addr_list *l)
         a->mailbox = get_s(r);
         a->host = get_s(r);
     }
+    /* the shape mime_addr_list_parse() produces: mailboxes have both
+     * parts, groups are balanced and never nested */
+    bool open = false;
+    for (size_t i = 0; i < n && !r->bad; i++) {
+        const struct mime_address *a = &l->v[i];
+        if (a->kind == MIME_ADDR_MAILBOX) r->bad = !a->mailbox || !a->host;
+        else if (a->kind == MIME_ADDR_GROUP_START) r->bad = open || !a->mailbox || a->host;
+        else r->bad = !open || a->mailbox || a->host || a->name || a->adl;
+        if (a->kind != MIME_ADDR_MAILBOX) open = a->kind == MIME_ADDR_GROUP_START;
+    }
+    if (open) r->bad = true;
 }
 
 static bool get_off(struct rd *r, size_t base, size_t *out)
@@ -290,12 +301,16 @@ static struct mime_part *get_part(struct rd *r, struct mime_part *parent, unsign
     }
     size_t nc = get_count(r, 8);
     struct mime_part **tail = &p->children;
+    size_t prev_end = p->body_off;
     for (size_t i = 0; i < nc && !r->bad; i++) {
         struct mime_part *c = get_part(r, p, depth + 1);
         if (!c) break;
         *tail = c;
         tail = &c->next;
         p->nchildren++;
+        /* siblings are in message order and never overlap */
+        if (c->hdr_off < prev_end) r->bad = true;
+        prev_end = c->end_off;
     }
     /* the invariants documented in mime_parse.h, which formatters rely on */
     if (!r->bad) {
