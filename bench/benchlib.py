@@ -1,0 +1,252 @@
+"""Shared pieces of the benchmarks in bench/: a throw-away pochta instance
+made with `pochta init`, waiting for a port, sampling the resident memory of
+a server's whole process tree, SMTP filling of mailboxes, and the message
+bodies the benchmarks deliver.  Everything binds to 127.0.0.1 only and every
+wait is bounded."""
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_BUILD = os.path.join(HERE, "..", "build")
+DOMAIN = "bench.test"
+PASSWORD = "bench-Secret-1"
+
+
+def wait_port(port, timeout=20, proc=None):
+    """True once 127.0.0.1:port accepts a connection; False on timeout or
+    if `proc` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def user_name(i):
+    return "u%d@%s" % (i, DOMAIN)
+
+
+class PochtaInstance:
+    """`pochta init DIR --port-base B`, extra config lines appended, users
+    u0..u(n-1)@bench.test added, pochtad started in the foreground.  Use as
+    a context manager: the daemon is stopped and DIR removed at exit."""
+
+    def __init__(self, build=DEFAULT_BUILD, port_base=39000, users=10, extra_conf=(),
+                 password=PASSWORD, wait_ports=(25,)):
+        self.build = os.path.abspath(build)
+        self.port_base = port_base
+        self.tmp = tempfile.mkdtemp(prefix="pochta-bench-")
+        # The daemon may drop to the unprivileged user "pochta".
+        os.chmod(self.tmp, 0o755)
+        self.dir = os.path.join(self.tmp, "i")
+        self.conf = os.path.join(self.dir, "pochta.conf")
+        self.proc = None
+        try:
+            subprocess.run([self._bin("pochta"), "init", self.dir, "--hostname", "mx." + DOMAIN,
+                            "--domain", DOMAIN, "--port-base", str(port_base)],
+                           check=True, stdout=subprocess.DEVNULL, timeout=60)
+            with open(self.conf, "a") as f:
+                f.write("max_connections_per_ip = 1000\nlog_level = warn\n")
+                for line in extra_conf:
+                    f.write(line + "\n")
+            for i in range(users):
+                subprocess.run([self._bin("pochta"), "-c", self.conf, "user", "add", user_name(i),
+                                "--password-stdin"], input=(password + "\n").encode(),
+                               check=True, stdout=subprocess.DEVNULL, timeout=60)
+            self.stderr_path = os.path.join(self.tmp, "pochtad.stderr")
+            with open(self.stderr_path, "wb") as err:
+                self.proc = subprocess.Popen([self._bin("pochtad"), "-c", self.conf],
+                                             stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+            for off in wait_ports:
+                if not wait_port(port_base + off, 20, self.proc):
+                    raise RuntimeError("pochtad did not listen on %d:\n%s" % (port_base + off, self.stderr()))
+        except BaseException:
+            self.close()
+            raise
+
+    def _bin(self, name):
+        p = os.path.join(self.build, name)
+        if not os.access(p, os.X_OK):
+            raise SystemExit("%s is missing: build first (ninja -C build) or pass --build" % p)
+        return p
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stderr(self):
+        try:
+            with open(self.stderr_path, errors="replace") as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --- memory -----------------------------------------------------------------
+
+def _status_kib(pid, key):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def process_tree(root):
+    """PIDs of `root` and all its descendants (one scan of /proc)."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The comm field may contain spaces and parentheses: split after it.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, ()))
+    return out
+
+
+class RssSampler:
+    """Samples VmRSS of a process (and, with tree=True, all its descendants
+    summed: Dovecot runs one process per session) every `interval` seconds
+    in a background thread.  peak_kib is the largest sum seen; for a single
+    process the kernel's own high-water mark (VmHWM) is taken into account
+    too, so short spikes between samples are not missed."""
+
+    def __init__(self, pid, tree=False, interval=0.05):
+        self.pid = pid
+        self.tree = tree
+        self.interval = interval
+        self.peak_kib = 0
+        self.procs_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self):
+        pids = process_tree(self.pid) if self.tree else [self.pid]
+        total = sum(_status_kib(p, "VmRSS:") for p in pids)
+        self.peak_kib = max(self.peak_kib, total)
+        self.procs_peak = max(self.procs_peak, len(pids))
+        return total
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sample()
+        if not self.tree:
+            self.peak_kib = max(self.peak_kib, _status_kib(self.pid, "VmHWM:"))
+
+
+def machine_info():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return "nproc=%d cpu=%s date=%s" % (os.cpu_count() or 0, model, time.strftime("%Y-%m-%d"))
+
+
+# --- messages and SMTP --------------------------------------------------------
+
+def make_body(size, tag=""):
+    """A message of about `size` bytes with CRLF line ends.  Every tenth
+    line begins with a dot, so POP3 byte-stuffing is exercised."""
+    head = ("From: <bench@remote.test>\r\nTo: <bench@%s>\r\nSubject: bench %s\r\n"
+            "Message-ID: <%s.%d@bench.test>\r\n\r\n" % (DOMAIN, tag, tag or "m", size)).encode()
+    lines = []
+    n = len(head)
+    i = 0
+    while n < size:
+        line = b"%s%06d benchmark line of seventy-odd characters, padding padding pad\r\n" % (
+            b"." if i % 10 == 0 else b"", i)
+        lines.append(line)
+        n += len(line)
+        i += 1
+    return head + b"".join(lines)
+
+
+def _smtp_reply(f):
+    while True:
+        line = f.readline()
+        if not line:
+            raise EOFError("SMTP server closed the connection")
+        if line[3:4] != b"-":
+            return line
+
+
+def smtp_send(port, rcpt, messages, timeout=60):
+    """Deliver `messages` (bytes, CRLF, not yet dot-stuffed) to `rcpt` over
+    one SMTP connection to 127.0.0.1:port.  Raises on any refusal."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        f = s.makefile("rb")
+        _smtp_reply(f)
+        s.sendall(b"EHLO bench.client\r\n")
+        _smtp_reply(f)
+        for m in messages:
+            s.sendall(b"MAIL FROM:<bench@remote.test>\r\nRCPT TO:<%s>\r\nDATA\r\n" % rcpt.encode())
+            for _ in range(3):
+                r = _smtp_reply(f)
+            if not r.startswith(b"354"):
+                raise RuntimeError("SMTP refused %s: %r" % (rcpt, r))
+            stuffed = m.replace(b"\r\n.", b"\r\n..")
+            if stuffed.startswith(b"."):
+                stuffed = b"." + stuffed
+            s.sendall(stuffed + b".\r\n")
+            r = _smtp_reply(f)
+            if not r.startswith(b"250"):
+                raise RuntimeError("SMTP refused message for %s: %r" % (rcpt, r))
+        s.sendall(b"QUIT\r\n")
+    finally:
+        s.close()
