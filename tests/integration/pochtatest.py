@@ -9,6 +9,7 @@ store's layout: a message is found by a unique marker it contains.
 """
 
 import base64
+import random
 import email.utils
 import os
 import re
@@ -89,7 +90,9 @@ def port_free(port):
 
 
 STD_PORTS = (25, 587, 465, 110, 995, 143, 993)
-_next_base = [21000 + 100 * (os.getpid() % 97)]
+# A random start keeps two test runs on one machine (a developer's and a
+# helper's) from racing for the same ports.
+_next_base = [21000 + 100 * random.SystemRandom().randrange(100)]
 
 
 def allocate_port_base():
