@@ -38,6 +38,7 @@
 #include "core/privdrop.h"
 #include "core/sbuf.h"
 #include "core/util.h"
+#include "dns/dns.h"
 #include "queue/queue.h"
 
 #define DEFAULT_CONFIG "/etc/pochta/pochta.conf"
@@ -71,6 +72,8 @@ static void usage(FILE *out)
         "                      create a configuration, a self-signed certificate and the data\n"
         "                      directory in DIR (--port-base N: listen on 127.0.0.1, port N+25,\n"
         "                      N+587, N+465, ...: N + each standard port)\n"
+        "                      [--dns HOST:PORT] send every DNS query to that server\n"
+        "                      [--outbound-port N] deliver outbound mail to port N, not 25\n"
         "  user add ADDR [--password-stdin]     add a mailbox user (password from stdin or the tty)\n"
         "  user passwd ADDR [--password-stdin]  change a user's password\n"
         "  user del ADDR                        remove a user (the mail files stay)\n"
@@ -79,6 +82,8 @@ static void usage(FILE *out)
         "  alias del SRC [TARGET]               without TARGET: every target of SRC\n"
         "  alias list                           list aliases\n"
         "  queue list                           list messages waiting for outbound delivery\n"
+        "  queue flush [DOMAIN]                 try every (or DOMAIN's) queued message now\n"
+        "  queue retry|hold|release|delete ID   one message: try now, keep back, let go, remove\n"
         "  config                               print the effective configuration\n");
 }
 
@@ -370,9 +375,37 @@ static void queue_cb(const struct queue_entry *e, void *ctx)
     printf(")\n");
 }
 
+/* flush [DOMAIN] | retry ID | hold ID | release ID | delete ID.  They act
+ * on the index; a running daemon picks the change up at its next scan
+ * (within a second). */
+static int cmd_queue_admin(int argc, char **argv)
+{
+    const char *verb = argv[0], *arg = argc > 1 ? argv[1] : NULL;
+    char err[512];
+    int n;
+    if (!strcmp(verb, "flush") && argc <= 2) {
+        n = queue_schedule_now(QUEUE_DIR, NULL, arg, err, sizeof err);
+        if (n < 0) return fail("%s", err);
+        printf("%d message%s due now\n", n, n == 1 ? "" : "s");
+        return 0;
+    }
+    if (argc != 2) return fail("usage: pochta queue %s ID", verb);
+    if (!strcmp(verb, "retry")) n = queue_schedule_now(QUEUE_DIR, arg, NULL, err, sizeof err);
+    else if (!strcmp(verb, "hold")) n = queue_hold(QUEUE_DIR, arg, true, err, sizeof err);
+    else if (!strcmp(verb, "release")) n = queue_hold(QUEUE_DIR, arg, false, err, sizeof err);
+    else if (!strcmp(verb, "delete")) n = queue_delete(QUEUE_DIR, arg, err, sizeof err);
+    else return fail("usage: pochta queue list|flush [DOMAIN]|retry ID|hold ID|release ID|delete ID");
+    if (n < 0) return fail("%s", err);
+    if (n == 0) return fail("no queued message %s%s", arg, !strcmp(verb, "retry") ? " (or it is held)" : "");
+    printf("%s: %s\n", arg, !strcmp(verb, "delete") ? "deleted" : !strcmp(verb, "hold") ? "held"
+                           : !strcmp(verb, "release") ? "released" : "due now");
+    return 0;
+}
+
 static int cmd_queue(int argc, char **argv)
 {
-    if (argc != 1 || strcmp(argv[0], "list") != 0) return fail("usage: pochta queue list");
+    if (argc >= 1 && strcmp(argv[0], "list") != 0) return cmd_queue_admin(argc, argv);
+    if (argc != 1) return fail("usage: pochta queue list|flush [DOMAIN]|retry ID|hold ID|release ID|delete ID");
     struct queue_print p = { 0, "", 0 };
     char err[512];
     if (queue_list(QUEUE_DIR, queue_cb, &p, err, sizeof err) < 0) return fail("%s", err);
@@ -494,6 +527,8 @@ struct init_opts {
     size_t ndomains;
     long port_base;             /* -1: standard ports on all addresses */
     bool force;
+    const char *dns;            /* --dns HOST:PORT, or NULL */
+    char outbound_port[8];      /* --outbound-port N, or "" */
 };
 
 /* Keys that init sets; every other key is written commented out with its
@@ -519,6 +554,7 @@ static void config_text(const struct init_opts *o, const config *defaults, sbuf 
         { "hostname", o->hostname }, { "domains", doms.data },
         { "data_dir", "data" }, { "run_as", SYSTEM_USER },
         { "tls_cert", "tls/cert.pem" }, { "tls_key", "tls/key.pem" },
+        { "dns_server", o->dns }, { "outbound_port", o->outbound_port[0] ? o->outbound_port : NULL },
     };
 
     char date[64];
@@ -672,6 +708,18 @@ static int parse_init(int argc, char **argv, struct init_opts *o)
             /* Room for the highest standard port (995) on top. */
             if (errno || *end || !*v || o->port_base < 1 || o->port_base > 64000)
                 return fail("--port-base: '%s' is not a number from 1 to 64000", v);
+        } else if ((v = opt_value(argc, argv, &i, "--dns"))) {
+            char fwd[300];
+            if (dns_forwarder_syntax(v, fwd, sizeof fwd) < 0 || !strchr(fwd, '@'))
+                return fail("--dns: '%s' is not HOST:PORT", v);
+            o->dns = v;
+        } else if ((v = opt_value(argc, argv, &i, "--outbound-port"))) {
+            char *end;
+            errno = 0;
+            long port = strtol(v, &end, 10);
+            if (errno || *end || !*v || port < 1 || port > 65535)
+                return fail("--outbound-port: '%s' is not a port number", v);
+            snprintf(o->outbound_port, sizeof o->outbound_port, "%ld", port);
         } else if (!strcmp(argv[i], "--force")) o->force = true;
         else if (argv[i][0] == '-') return fail("init: unknown option '%s'", argv[i]);
         else if (!o->dir) o->dir = argv[i];

@@ -26,6 +26,8 @@
 #include "net/listener.h"
 #include "net/tls.h"
 #include "queue/queue.h"
+#include "queue/queue_runner.h"
+#include "imap/imap_server.h"
 #include "pop3/pop3_server.h"
 #include "smtp/smtp_server.h"
 #include "store/store.h"
@@ -45,6 +47,7 @@ struct listener_def {
 static struct listener_def listeners[3];
 static struct smtp_server server;
 static struct event *shutdown_tick;
+static queue_runner *runner;
 static time_t shutdown_started;
 
 /* Every connection costs a descriptor (two while a message spools), and
@@ -147,10 +150,65 @@ static void pop3_listeners_stop(void)
     }
 }
 
+/* IMAP (imap with STARTTLS, imaps): like POP3, own listeners, shared
+ * pool, failure counts and connection limits. */
+static struct pop3_listener_def imap_listeners[2];
+static struct imap_server imap;
+
+static void on_imap_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                           void *p)
+{
+    struct pop3_listener_def *def = p;
+    imap_session_accept(&imap, def->implicit_tls, fd, sa);
+}
+
+static void on_imap_accept_error(struct evconnlistener *l, void *p)
+{
+    struct pop3_listener_def *def = p;
+    log_error("accept on %s (%s): %s", def->addr, def->implicit_tls ? "imaps" : "imap", strerror(errno));
+}
+
+static int imap_listeners_bind(const config *cfg, char *err, size_t errlen)
+{
+    const char *addrs[2] = { cfg->listen_imap, cfg->listen_imaps };
+    for (size_t i = 0; i < 2; i++) {
+        imap_listeners[i] = (struct pop3_listener_def){ addrs[i], i == 1, -1, NULL };
+        if (!addrs[i]) continue;
+        imap_listeners[i].fd = listener_bind(addrs[i], err, errlen);
+        if (imap_listeners[i].fd < 0) return -1;
+    }
+    return 0;
+}
+
+static int imap_listeners_start(struct event_base *base)
+{
+    for (size_t i = 0; i < 2; i++) {
+        struct pop3_listener_def *d = &imap_listeners[i];
+        if (d->fd < 0) continue;
+        d->ev = evconnlistener_new(base, on_imap_accept, d, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                                   -1, d->fd);
+        if (!d->ev) {
+            fprintf(stderr, "pochtad: cannot watch %s\n", d->addr);
+            return -1;
+        }
+        evconnlistener_set_error_cb(d->ev, on_imap_accept_error);
+        log_info("listening on %s (%s)", d->addr, d->implicit_tls ? "imaps" : "imap");
+    }
+    return 0;
+}
+
+static void imap_listeners_stop(void)
+{
+    for (size_t i = 0; i < 2; i++) {
+        if (imap_listeners[i].ev) evconnlistener_free(imap_listeners[i].ev);
+        imap_listeners[i].ev = NULL;
+    }
+}
+
 static void check_shutdown(evutil_socket_t fd, short what, void *p)
 {
     struct event_base *base = p;
-    if (server.nsessions == 0 && pop3.nsessions == 0 && workpool_pending(server.pool) == 0) {
+    if (server.nsessions == 0 && pop3.nsessions == 0 && imap.nsessions == 0 && workpool_pending(server.pool) == 0) {
         event_base_loopbreak(base);
         return;
     }
@@ -176,8 +234,11 @@ static void on_signal(evutil_socket_t sig, short what, void *p)
         listeners[i].ev = NULL;
     }
     smtp_server_shutdown(&server);
+    queue_runner_shutdown(runner);
     pop3_listeners_stop();
     pop3_server_shutdown(&pop3);
+    imap_listeners_stop();
+    imap_server_shutdown(&imap);
     struct timeval tv = { 0, 50 * 1000 };
     shutdown_tick = event_new(base, -1, EV_PERSIST, check_shutdown, base);
     event_add(shutdown_tick, &tv);
@@ -238,6 +299,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "pochtad: %s (pop3)\n", err);
         return 1;
     }
+    if (imap_listeners_bind(&cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "pochtad: %s (imap)\n", err);
+        return 1;
+    }
 
     raise_fd_limit(&cfg);
     if (privdrop_enter_data(cfg.data_dir, cfg.run_as, err, sizeof err) < 0) {
@@ -295,6 +360,20 @@ int main(int argc, char **argv)
         .failures = server.failures, .limits = server.limits,
     };
     if (pop3_listeners_start(base) < 0) return 1;
+    imap = (struct imap_server){
+        .cfg = &cfg, .base = base, .tls = tls, .pool = server.pool,
+        .failures = server.failures, .limits = server.limits,
+    };
+    if (imap_listeners_start(base) < 0) return 1;
+
+    /* Outbound delivery: the queue runner (scheduler, DNS, SMTP client). */
+    runner = queue_runner_new(&(struct queue_runner_params){ .base = base, .pool = server.pool, .acc = acc,
+                                                             .cfg = &cfg, .queue_dir = "queue" },
+                              err, sizeof err);
+    if (!runner) {
+        fprintf(stderr, "pochtad: outbound delivery: %s\n", err);
+        return 1;
+    }
 
     struct event *sigs[3];
     const int signums[3] = { SIGTERM, SIGINT, SIGHUP };
@@ -307,7 +386,8 @@ int main(int argc, char **argv)
 
     event_base_dispatch(base);
 
-    workpool_free(server.pool);
+    workpool_free(server.pool);     /* runs the runner's last job callbacks: free it after */
+    queue_runner_free(runner);
     store_cache_clear();
     for (size_t i = 0; i < 3; i++) {
         if (listeners[i].ev) evconnlistener_free(listeners[i].ev);
@@ -316,6 +396,8 @@ int main(int argc, char **argv)
     if (shutdown_tick) event_free(shutdown_tick);
     pop3_listeners_stop();
     pop3_server_free(&pop3);
+    imap_listeners_stop();
+    imap_server_free(&imap);
     auth_failures_free(server.failures);
     connlimit_free(server.limits);
     accounts_close(acc);

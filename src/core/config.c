@@ -46,6 +46,10 @@ static const struct keydef keys[] = {
       "address:port for POP3 (STLS offered; logins need TLS, see plaintext_auth_loopback)" },
     { "listen_pop3s", K_LISTEN, F(listen_pop3s), "0.0.0.0:995",
       "address:port for POP3 over implicit TLS" },
+    { "listen_imap", K_LISTEN, F(listen_imap), "0.0.0.0:143",
+      "address:port for IMAP (STARTTLS offered; logins need TLS, see plaintext_auth_loopback)" },
+    { "listen_imaps", K_LISTEN, F(listen_imaps), "0.0.0.0:993",
+      "address:port for IMAP over implicit TLS" },
     { "max_connections", K_UINT, F(max_connections), "2000",
       "concurrent connections in all; further clients get 421" },
     { "max_connections_per_ip", K_UINT, F(max_connections_per_ip), "20",
@@ -72,8 +76,14 @@ static const struct keydef keys[] = {
       "idle time before a POP3 session is closed without UPDATE (RFC 1939 section 3: at least 10m)" },
     { "pop3_login_delay", K_DURATION, F(pop3_login_delay), "0",
       "minimum time between two POP3 logins of one user, announced as LOGIN-DELAY (RFC 2449)" },
+    { "imap_timeout", K_DURATION, F(imap_timeout), "30m",
+      "idle time before an IMAP session is logged out (RFC 9051 section 5.4: at least 30m)" },
+    { "imap_max_literal", K_SIZE, F(imap_max_literal), "64M",
+      "largest IMAP literal (APPEND message) accepted; larger ones get NO [TOOBIG]" },
+    { "imap_max_connections_per_user", K_UINT, F(imap_max_connections_per_user), "50",
+      "IMAP sessions one user may have logged in at once; further logins get NO [LIMIT]" },
     { "plaintext_auth_loopback", K_BOOL, F(plaintext_auth_loopback), "no",
-      "allow POP3 USER/PASS and AUTH without TLS from 127.0.0.1 and ::1" },
+      "allow POP3 and IMAP logins without TLS from 127.0.0.1 and ::1" },
     { "vrfy", K_BOOL, F(vrfy), "no",
       "answer VRFY with real results (otherwise 252, revealing nothing)" },
     { "expn", K_BOOL, F(expn), "no",
@@ -91,6 +101,28 @@ static const struct keydef keys[] = {
       "window over which AUTH failures are counted" },
     { "auth_failure_delay", K_DURATION, F(auth_failure_delay), "2s",
       "delay before answering a failed AUTH, multiplied by recent failures" },
+    { "dns_server", K_STR, F(dns_server), "",
+      "DNS server (host:port) that gets every outbound query; empty: the system resolver (/etc/resolv.conf)" },
+    { "outbound_port", K_UINT, F(outbound_port), "25",
+      "TCP port of remote mail exchangers (change only for testing)" },
+    { "outbound_connect_timeout", K_DURATION, F(outbound_connect_timeout), "30s",
+      "time to establish an outbound connection before trying the next exchanger" },
+    { "outbound_timeout", K_DURATION, F(outbound_timeout), "5m",
+      "outbound wait for the greeting and each command reply (RFC 5321 4.5.3.2: 5 minutes)" },
+    { "outbound_data_timeout", K_DURATION, F(outbound_data_timeout), "10m",
+      "outbound wait for the reply to the end of message data (RFC 5321 4.5.3.2.6: 10 minutes)" },
+    { "outbound_max_sessions", K_UINT, F(outbound_max_sessions), "20",
+      "outbound deliveries running at once" },
+    { "outbound_max_per_domain", K_UINT, F(outbound_max_per_domain), "4",
+      "outbound deliveries running at once to one destination domain" },
+    { "queue_retry_min", K_DURATION, F(queue_retry_min), "5m",
+      "delay before the first retry of a deferred message; doubles with each attempt" },
+    { "queue_retry_max", K_DURATION, F(queue_retry_max), "1h",
+      "longest delay between two delivery attempts" },
+    { "queue_lifetime", K_DURATION, F(queue_lifetime), "5d",
+      "a message still undeliverable after this long bounces (status 4.4.7)" },
+    { "queue_delay_warning", K_DURATION, F(queue_delay_warning), "4h",
+      "send a delay notice after this long to recipients that asked (NOTIFY=DELAY); 0 disables" },
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -248,6 +280,12 @@ static int semantic_checks(const config *cfg, const char *name, char *err, size_
     }
     if (cfg->ndomains == 0) {
         set_err(err, errlen, "%s: key 'domains': at least one local domain is required", name);
+        return -1;
+    }
+    if (cfg->outbound_port < 1 || cfg->outbound_port > 65535 || cfg->outbound_max_sessions < 1 ||
+        cfg->outbound_max_per_domain < 1 || cfg->queue_retry_min < 1 || cfg->queue_retry_max < cfg->queue_retry_min) {
+        set_err(err, errlen, "%s: outbound_port (1..65535), outbound_max_sessions and outbound_max_per_domain "
+                "must be positive, and queue_retry_max at least queue_retry_min (at least 1s)", name);
         return -1;
     }
     if (strlen(cfg->recipient_delimiter) > 1) {

@@ -36,6 +36,8 @@ typedef struct config {
     char *listen_submissions;
     char *listen_pop3;          /* POP3 with STLS (RFC 1939, RFC 2595) */
     char *listen_pop3s;         /* POP3 over implicit TLS (RFC 8314) */
+    char *listen_imap;          /* IMAP with STARTTLS (RFC 9051) */
+    char *listen_imaps;         /* IMAP over implicit TLS (RFC 8314) */
 
     unsigned max_connections;
     unsigned max_connections_per_ip;
@@ -51,7 +53,10 @@ typedef struct config {
     unsigned smtp_data_timeout; /* seconds, waiting for the next DATA/BDAT bytes */
     unsigned pop3_timeout;      /* seconds, POP3 autologout timer (RFC 1939 section 3) */
     unsigned pop3_login_delay;  /* seconds between POP3 logins of one user (RFC 2449 LOGIN-DELAY) */
-    bool plaintext_auth_loopback; /* POP3 USER/PASS/AUTH without TLS from 127.0.0.1 and ::1 */
+    unsigned imap_timeout;      /* seconds, IMAP autologout timer (RFC 9051 5.4) */
+    uint64_t imap_max_literal;  /* bytes, one IMAP literal */
+    unsigned imap_max_connections_per_user; /* logged-in IMAP sessions of one user */
+    bool plaintext_auth_loopback; /* POP3/IMAP logins without TLS from 127.0.0.1 and ::1 */
     bool vrfy;
     bool expn;
     char *recipient_delimiter;  /* "" disables subaddressing */
@@ -61,6 +66,19 @@ typedef struct config {
     unsigned auth_max_failures; /* per client address within auth_failure_window */
     unsigned auth_failure_window;
     unsigned auth_failure_delay;/* seconds added per recent failure */
+
+    /* Outbound delivery (queue/queue_runner.h, mta/, dns/) */
+    char *dns_server;           /* "" = system resolver, else "host:port" getting every query */
+    unsigned outbound_port;     /* SMTP port of remote exchangers (25; tests use others) */
+    unsigned outbound_connect_timeout; /* seconds */
+    unsigned outbound_timeout;  /* seconds: greeting, EHLO, MAIL, RCPT, DATA (RFC 5321 4.5.3.2) */
+    unsigned outbound_data_timeout; /* seconds: reply to the final dot (RFC 5321 4.5.3.2.6) */
+    unsigned outbound_max_sessions; /* concurrent outbound deliveries in all */
+    unsigned outbound_max_per_domain; /* concurrent outbound deliveries to one domain */
+    unsigned queue_retry_min;   /* seconds: first retry delay, doubled per attempt */
+    unsigned queue_retry_max;   /* seconds: longest retry delay */
+    unsigned queue_lifetime;    /* seconds: after this a deferred message bounces (4.4.7) */
+    unsigned queue_delay_warning; /* seconds: delay DSN for NOTIFY=DELAY recipients; 0 = never */
 } config;
 
 /* Parse `path` into *cfg (which the caller zeroes).  On error return -1

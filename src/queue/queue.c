@@ -648,7 +648,9 @@ int queue_list(const char *queue_dir, void (*cb)(const struct queue_entry *e, vo
     sqlite3 *db = db_open(queue_dir, false, err, errlen);
     if (!db) return -1;
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT m.qid, m.sender, r.address, r.state, m.size, m.arrival, m.attempts,"
+    if (sqlite3_prepare_v2(db, "SELECT m.qid, m.sender, r.address, CASE WHEN m.next_attempt < 0 AND r.state IN"
+                           " ('queued', 'deferred', 'delayed') THEN 'held' ELSE r.state END,"
+                           " m.size, m.arrival, m.attempts,"
                            " r.last_error FROM messages m JOIN rcpts r ON r.qid = m.qid"
                            " ORDER BY m.arrival, m.qid, r.idx", -1, &st, NULL) != SQLITE_OK) {
         set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
@@ -677,5 +679,311 @@ int queue_list(const char *queue_dir, void (*cb)(const struct queue_entry *e, vo
     }
     sqlite3_finalize(st);
     sqlite3_close(db);
+    return rc;
+}
+
+/* ---- the runner side --------------------------------------------------- */
+
+#define PENDING_STATES "('queued', 'deferred', 'delayed')"
+
+/* Open the index of an existing queue; a missing index is an empty queue
+ * (*missing set, NULL returned without an error). */
+static sqlite3 *db_open_existing(const char *queue_dir, bool *missing, char *err, size_t errlen)
+{
+    char *path = path_join(queue_dir, "queue.db");
+    *missing = access(path, F_OK) < 0 && errno == ENOENT;
+    free(path);
+    return *missing ? NULL : db_open(queue_dir, false, err, errlen);
+}
+
+int queue_due(const char *queue_dir, time_t now, void (*cb)(const char *qid, void *ctx), void *ctx,
+              char *err, size_t errlen)
+{
+    bool missing;
+    sqlite3 *db = db_open_existing(queue_dir, &missing, err, errlen);
+    if (!db) return missing ? 0 : -1;
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+    if (sqlite3_prepare_v2(db, "SELECT qid FROM messages m WHERE m.next_attempt >= 0 AND m.next_attempt <= ?1"
+                           " AND EXISTS (SELECT 1 FROM rcpts r WHERE r.qid = m.qid AND r.state IN "
+                           PENDING_STATES ") ORDER BY m.next_attempt, m.arrival", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)now);
+        int s;
+        while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+            const char *qid = (const char *)sqlite3_column_text(st, 0);
+            if (valid_qid(qid)) cb(qid, ctx);
+        }
+        if (s == SQLITE_DONE) rc = 0;
+    }
+    if (rc < 0) set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+void queue_msg_free(struct queue_msg *m)
+{
+    if (!m) return;
+    if (m->fd >= 0) close(m->fd);
+    if (m->priv) {
+        parsed_free(m->priv);
+        free(m->priv);
+    }
+    free(m->rcpts);
+    free(m);
+}
+
+int queue_load(const char *queue_dir, const char *qid, struct queue_msg **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!valid_qid(qid)) {
+        set_err(err, errlen, "bad queue id");
+        return -1;
+    }
+    int dfd = open(queue_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        set_err(err, errlen, "%s: %s", queue_dir, strerror(errno));
+        return -1;
+    }
+    struct queue_msg *m = xcalloc(1, sizeof *m);
+    m->fd = -1;
+    struct parsed *p = xcalloc(1, sizeof *p);
+    char why[256];
+    if (read_envelope(dfd, qid, p, why, sizeof why) < 0) {
+        set_err(err, errlen, "queue file %s: %s", qid, why);
+        free(p);
+        close(dfd);
+        free(m);
+        return -1;
+    }
+    m->priv = p;
+    m->fd = openat(dfd, qid, O_RDONLY | O_CLOEXEC);
+    close(dfd);
+    struct stat st;
+    if (m->fd < 0 || fstat(m->fd, &st) < 0 || (uint64_t)st.st_size < p->size) {
+        set_err(err, errlen, "queue file %s: %s", qid, m->fd < 0 ? strerror(errno) : "shorter than its envelope");
+        queue_msg_free(m);
+        return -1;
+    }
+    snprintf(m->qid, sizeof m->qid, "%s", qid);
+    m->sender = p->env.mail_from;
+    m->envid = p->env.envid;
+    m->ret = p->env.ret;
+    m->body = p->env.body;
+    m->smtputf8 = p->env.smtputf8;
+    m->arrival = p->arrival;
+    m->size = p->size;
+    m->offset = (uint64_t)st.st_size - p->size;
+    m->nrcpts = p->env.nrcpts;
+    m->rcpts = xcalloc(m->nrcpts, sizeof *m->rcpts);
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        m->rcpts[i] = (struct queue_msg_rcpt){ (unsigned)i, p->rcpts[i].address, p->rcpts[i].notify,
+                                               p->rcpts[i].orcpt, "queued", true };
+    }
+    /* The index holds the states; a file without rows (being recovered)
+     * counts as all recipients queued. */
+    sqlite3 *db = db_open(queue_dir, false, err, errlen);
+    if (!db) {
+        queue_msg_free(m);
+        return -1;
+    }
+    sqlite3_stmt *q = NULL;
+    int rc = -1;
+    if (sqlite3_prepare_v2(db, "SELECT r.idx, r.state, m.attempts FROM rcpts r JOIN messages m ON m.qid = r.qid"
+                           " WHERE r.qid = ?1", -1, &q, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, qid, -1, SQLITE_STATIC);
+        int s;
+        while ((s = sqlite3_step(q)) == SQLITE_ROW) {
+            sqlite3_int64 idx = sqlite3_column_int64(q, 0);
+            const char *state = (const char *)sqlite3_column_text(q, 1);
+            m->attempts = (unsigned)sqlite3_column_int(q, 2);
+            if (idx < 0 || (size_t)idx >= m->nrcpts || !state) continue;
+            struct queue_msg_rcpt *r = &m->rcpts[idx];
+            snprintf(r->state, sizeof r->state, "%s", state);
+            r->pending = !strcmp(state, "queued") || !strcmp(state, "deferred") || !strcmp(state, "delayed");
+        }
+        if (s == SQLITE_DONE) rc = 0;
+    }
+    if (rc < 0) set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    if (rc < 0) {
+        queue_msg_free(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}
+
+static int exec_bound(sqlite3 *db, const char *sql, const char *qid)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, qid, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_DONE) rc = sqlite3_changes(db);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* File first, then rows (see the header).  Caller holds the shared lock. */
+static int remove_message(const char *queue_dir, sqlite3 *db, const char *qid, char *err, size_t errlen)
+{
+    char *path = path_join(queue_dir, qid);
+    int u = unlink(path);
+    int e = errno;
+    free(path);
+    if (u < 0 && e != ENOENT) {
+        set_err(err, errlen, "removing queue file %s: %s", qid, strerror(e));
+        return -1;
+    }
+    if (u == 0 && fsync_dir(queue_dir, true) < 0) {
+        set_err(err, errlen, "fsync %s: %s", queue_dir, strerror(errno));
+        return -1;
+    }
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK ||
+        exec_bound(db, "DELETE FROM rcpts WHERE qid = ?1", qid) < 0 ||
+        exec_bound(db, "DELETE FROM messages WHERE qid = ?1", qid) < 0 ||
+        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+int queue_record(const char *queue_dir, const char *qid, const struct queue_rcpt_update *u, size_t n,
+                 time_t next_attempt, char *err, size_t errlen)
+{
+    if (!valid_qid(qid)) {
+        set_err(err, errlen, "bad queue id");
+        return -1;
+    }
+    int lock = lock_queue(queue_dir, LOCK_SH, err, errlen);
+    if (lock < 0) return -1;
+    sqlite3 *db = db_open(queue_dir, false, err, errlen);
+    sqlite3_stmt *up = NULL, *msg = NULL, *left = NULL;
+    int rc = -1;
+    if (!db) goto out;
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) goto dberr;
+    if (sqlite3_prepare_v2(db, "UPDATE rcpts SET state = ?3, last_error = ?4 WHERE qid = ?1 AND idx = ?2",
+                           -1, &up, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "UPDATE messages SET attempts = attempts + 1, next_attempt ="
+                           " CASE WHEN next_attempt < 0 THEN next_attempt ELSE ?2 END WHERE qid = ?1",
+                           -1, &msg, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT (SELECT count(*) FROM messages WHERE qid = ?1),"
+                           " (SELECT count(*) FROM rcpts WHERE qid = ?1 AND state IN " PENDING_STATES ")",
+                           -1, &left, NULL) != SQLITE_OK)
+        goto rollback;
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_reset(up);
+        sqlite3_bind_text(up, 1, qid, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(up, 2, u[i].idx);
+        sqlite3_bind_text(up, 3, u[i].state, -1, SQLITE_STATIC);
+        bind_opt(up, 4, u[i].error);
+        if (sqlite3_step(up) != SQLITE_DONE) goto rollback;
+    }
+    sqlite3_bind_text(msg, 1, qid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(msg, 2, (sqlite3_int64)next_attempt);
+    if (sqlite3_step(msg) != SQLITE_DONE) goto rollback;
+    sqlite3_bind_text(left, 1, qid, -1, SQLITE_STATIC);
+    if (sqlite3_step(left) != SQLITE_ROW) goto rollback;
+    bool exists = sqlite3_column_int(left, 0) > 0;
+    int pending = sqlite3_column_int(left, 1);
+    sqlite3_finalize(up);
+    sqlite3_finalize(msg);
+    sqlite3_finalize(left);
+    up = msg = left = NULL;
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) goto rollback;
+    if (!exists) rc = 1;
+    else if (pending > 0) rc = 0;
+    else rc = remove_message(queue_dir, db, qid, err, errlen) < 0 ? -1 : 1;
+    goto out;
+rollback:
+    sqlite3_finalize(up);
+    sqlite3_finalize(msg);
+    sqlite3_finalize(left);
+    up = msg = left = NULL;
+    set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    goto out;
+dberr:
+    set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+out:
+    sqlite3_close(db);
+    close(lock);
+    return rc;
+}
+
+int queue_schedule_now(const char *queue_dir, const char *qid, const char *domain, char *err, size_t errlen)
+{
+    bool missing;
+    sqlite3 *db = db_open_existing(queue_dir, &missing, err, errlen);
+    if (!db) return missing ? 0 : -1;
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+    /* Domains are compared case-insensitively (ASCII), on the part after the last '@'. */
+    if (sqlite3_prepare_v2(db, "UPDATE messages SET next_attempt = 0 WHERE next_attempt >= 0"
+                           " AND (?1 IS NULL OR qid = ?1) AND EXISTS (SELECT 1 FROM rcpts r WHERE r.qid = messages.qid"
+                           " AND r.state IN " PENDING_STATES " AND (?2 IS NULL OR"
+                           " lower(substr(r.address, length(rtrim(r.address, replace(r.address, '@', ''))) + 1)) = lower(?2)))",
+                           -1, &st, NULL) == SQLITE_OK) {
+        bind_opt(st, 1, qid);
+        bind_opt(st, 2, domain);
+        if (sqlite3_step(st) == SQLITE_DONE) rc = sqlite3_changes(db);
+    }
+    if (rc < 0) set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+int queue_hold(const char *queue_dir, const char *qid, bool hold, char *err, size_t errlen)
+{
+    bool missing;
+    sqlite3 *db = db_open_existing(queue_dir, &missing, err, errlen);
+    if (!db) return missing ? 0 : -1;
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM messages WHERE qid = ?1", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, qid, -1, SQLITE_STATIC);
+        int s = sqlite3_step(st);
+        if (s == SQLITE_DONE) rc = 0;
+        else if (s == SQLITE_ROW)
+            rc = exec_bound(db, hold ? "UPDATE messages SET next_attempt = -1 WHERE qid = ?1"
+                                     : "UPDATE messages SET next_attempt = 0 WHERE qid = ?1 AND next_attempt < 0",
+                            qid) < 0 ? -1 : 1;
+    }
+    if (rc < 0) set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+int queue_delete(const char *queue_dir, const char *qid, char *err, size_t errlen)
+{
+    if (!valid_qid(qid)) return 0;
+    int lock = lock_queue(queue_dir, LOCK_SH, err, errlen);
+    if (lock < 0) return -1;
+    bool missing;
+    sqlite3 *db = db_open_existing(queue_dir, &missing, err, errlen);
+    int rc = missing ? 0 : -1;
+    if (db) {
+        char *path = path_join(queue_dir, qid);
+        bool file = access(path, F_OK) == 0;
+        free(path);
+        sqlite3_stmt *st = NULL;
+        bool row = false;
+        if (sqlite3_prepare_v2(db, "SELECT 1 FROM messages WHERE qid = ?1", -1, &st, NULL) == SQLITE_OK) {
+            sqlite3_bind_text(st, 1, qid, -1, SQLITE_STATIC);
+            row = sqlite3_step(st) == SQLITE_ROW;
+        }
+        sqlite3_finalize(st);
+        if (!file && !row) rc = 0;
+        else rc = remove_message(queue_dir, db, qid, err, errlen) < 0 ? -1 : 1;
+    }
+    sqlite3_close(db);
+    close(lock);
     return rc;
 }

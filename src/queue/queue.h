@@ -100,4 +100,79 @@ int queue_enqueue(const char *queue_dir, const struct queue_envelope *env, const
 int queue_list(const char *queue_dir, void (*cb)(const struct queue_entry *e, void *ctx), void *ctx,
                char *err, size_t errlen);
 
+/* ---- the runner side (queue/queue_runner.h drives these) ----------------
+ *
+ * Scheduling state lives in the index: messages.next_attempt (unix time;
+ * -1 = held by the operator), messages.attempts, and per recipient
+ * rcpts.state: "queued" (never tried), "deferred" (4xx, retried),
+ * "delayed" (deferred and the delay notice is sent), "delivered",
+ * "failed" (bounced).  A message is finished when no recipient is queued,
+ * deferred or delayed; it is then removed: file first (fsync'd), index rows
+ * after, so a crash in between cannot resurrect it as new. */
+
+/* A message loaded for delivery; queue_load() allocates, queue_msg_free()
+ * frees (and closes fd). */
+struct queue_msg_rcpt {
+    unsigned idx;
+    const char *address;
+    unsigned notify;
+    const char *orcpt;          /* NULL if none */
+    char state[16];
+    bool pending;               /* queued, deferred or delayed */
+};
+
+struct queue_msg {
+    char qid[17];
+    const char *sender;         /* "" for the null sender */
+    const char *envid;          /* NULL if none */
+    int ret, body;
+    bool smtputf8;
+    time_t arrival;
+    unsigned attempts;
+    struct queue_msg_rcpt *rcpts;
+    size_t nrcpts;
+    int fd;                     /* the queue file, read-only */
+    uint64_t offset;            /* where the content starts in fd */
+    uint64_t size;              /* content bytes */
+    void *priv;
+};
+
+/* Calls cb with the id of each message due at `now` (next_attempt <= now,
+ * not held, some recipient pending), the longest waiting first.
+ * Returns 0 or -1. */
+int queue_due(const char *queue_dir, time_t now, void (*cb)(const char *qid, void *ctx), void *ctx,
+              char *err, size_t errlen);
+
+/* Read a message's envelope, its recipients' states and open its file.
+ * Returns 0, or -1 with err (the message is gone, or unreadable). */
+int queue_load(const char *queue_dir, const char *qid, struct queue_msg **out, char *err, size_t errlen);
+void queue_msg_free(struct queue_msg *m);
+
+struct queue_rcpt_update {
+    unsigned idx;
+    const char *state;          /* "delivered", "failed", "deferred" or "delayed" */
+    const char *error;          /* last reply or reason, or NULL */
+};
+
+/* Record the outcome of one attempt durably, in one transaction:
+ * recipient states, attempts + 1 and next_attempt (a held message stays
+ * held).  If no recipient is left pending the message is removed.
+ * Returns 1 when removed (or already gone: deleted by the operator), 0
+ * when still queued, -1 on error. */
+int queue_record(const char *queue_dir, const char *qid, const struct queue_rcpt_update *u, size_t n,
+                 time_t next_attempt, char *err, size_t errlen);
+
+/* Make messages due now: qid, or every message (qid NULL) with a pending
+ * recipient in `domain` (NULL: any).  Held messages stay held.  Returns
+ * the number of messages rescheduled, or -1. */
+int queue_schedule_now(const char *queue_dir, const char *qid, const char *domain, char *err, size_t errlen);
+
+/* Hold (no delivery until released) or release a message.  Returns 1,
+ * 0 if there is no such message, or -1. */
+int queue_hold(const char *queue_dir, const char *qid, bool hold, char *err, size_t errlen);
+
+/* Remove a message without delivering it (no bounce).  Returns 1, 0 if
+ * there is no such message, or -1. */
+int queue_delete(const char *queue_dir, const char *qid, char *err, size_t errlen);
+
 #endif

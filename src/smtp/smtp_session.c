@@ -12,7 +12,9 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "dns/dns_answer.h"
 #include "net/tls.h"
+#include "queue/queue_runner.h"
 #include "smtp/smtp_address.h"
 #include "smtp/smtp_reply.h"
 #include "smtp/smtp_session_int.h"
@@ -573,9 +575,21 @@ static void cmd_etrn(struct smtp_session *s, const struct smtp_cmd *cmd)
     }
     char safe[300];
     log_safe(cmd->arg, cmd->arg_len, safe, sizeof safe);
-    /* RFC 1985 458: the request is understood but this server has no
-     * outbound delivery to start yet; queued mail stays queued. */
-    smtp_reply(s, 458, "4.3.0", "Unable to queue messages for node %s", safe);
+    /* RFC 1985: "ETRN domain" or "ETRN @domain" (the domain and its
+     * subdomains; we flush the domain itself); "#queue" names are not
+     * supported. */
+    char node[256];
+    size_t skip = cmd->arg[0] == '@' ? 1 : 0;
+    snprintf(node, sizeof node, "%.*s", (int)(cmd->arg_len - skip), cmd->arg + skip);
+    queue_runner *runner = queue_runner_get();
+    if (!runner || cmd->arg[0] == '#' || !dns_name_valid(node)) {
+        smtp_reply(s, 458, "4.3.0", "Unable to queue messages for node %s", safe);
+        return;
+    }
+    int n = queue_runner_flush(runner, node);
+    if (n < 0) smtp_reply(s, 458, "4.3.0", "Unable to queue messages for node %s", safe);
+    else if (n == 0) smtp_reply(s, 251, "2.0.0", "OK, no messages waiting for node %s", safe);
+    else smtp_reply(s, 250, "2.0.0", "OK, queuing for node %s started", safe);
 }
 
 static void dispatch(struct smtp_session *s, const struct smtp_cmd *cmd)

@@ -1,0 +1,786 @@
+/* IMAP session state machine (RFC 3501, RFC 9051): connection life cycle,
+ * command input with literals (RFC 7888 LITERAL+), dispatch by state, the
+ * commands valid in any state (CAPABILITY, NOOP, LOGOUT, ID), STARTTLS,
+ * ENABLE, IDLE (RFC 2177) and the worker-job machinery.  Logins live in
+ * imap_session_auth.c, mailbox commands in imap_session_mbox.c, message
+ * commands in imap_session_msg.c and imap_fetch.c. */
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "imap/imap_session_int.h"
+#include "net/tls.h"
+
+/* An AUTHENTICATE response line or the DONE of IDLE (RFC 4954's SMTP
+ * bound, generous for any SASL PLAIN/LOGIN answer). */
+#define IMAP_RESP_LINE_MAX 12288
+/* How much input is taken from the connection per step. */
+#define PULL_CHUNK (256 * 1024)
+/* IDLE: how often the selected mailbox is looked at for changes. */
+#define IMAP_IDLE_POLL_MS 500
+/* RFC 9051 5.4 asks for at least 30 minutes only once logged in; before
+ * that an idle connection is only holding a slot. */
+#define IMAP_PREAUTH_TIMEOUT 180
+
+static unsigned session_timeout(const struct imap_session *s)
+{
+    unsigned t = s->srv->cfg->imap_timeout;
+    if (s->state == IS_NOTAUTH && t > IMAP_PREAUTH_TIMEOUT) t = IMAP_PREAUTH_TIMEOUT;
+    return t;
+}
+
+static void process_input(struct imap_session *s);
+static void command_done(struct imap_session *s);
+
+/* ---- output ------------------------------------------------------------ */
+
+void imap_send(struct imap_session *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sbuf_vprintf(&s->out, fmt, ap);
+    va_end(ap);
+}
+
+void imap_tagged(struct imap_session *s, const char *status, const char *fmt, ...)
+{
+    const char *tag = s->tag_copy ? s->tag_copy : s->cmd.tag;
+    sbuf_puts(&s->out, tag ? tag : "*");
+    sbuf_putc(&s->out, ' ');
+    sbuf_puts(&s->out, status);
+    sbuf_putc(&s->out, ' ');
+    va_list ap;
+    va_start(ap, fmt);
+    sbuf_vprintf(&s->out, fmt, ap);
+    va_end(ap);
+    sbuf_puts(&s->out, "\r\n");
+    free(s->tag_copy);
+    s->tag_copy = NULL;
+}
+
+void imap_command_finished(struct imap_session *s)
+{
+    command_done(s);
+}
+
+void imap_hold_tag(struct imap_session *s)
+{
+    free(s->tag_copy);
+    s->tag_copy = xstrdup(s->cmd.tag ? s->cmd.tag : "*");
+    command_done(s);
+}
+
+static void flush(struct imap_session *s)
+{
+    if (s->out.len == 0) return;
+    if (s->phase != IP_CLOSED) conn_write(s->c, s->out.data, s->out.len);
+    sbuf_reset(&s->out);
+}
+
+void imap_close(struct imap_session *s, const char *why)
+{
+    if (s->quitting || s->phase == IP_CLOSED) return;
+    flush(s);
+    s->quitting = true;
+    conn_close_after_flush(s->c, why);
+}
+
+void imap_client_error(struct imap_session *s, const char *fmt, ...)
+{
+    sbuf text = SBUF_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    sbuf_vprintf(&text, fmt, ap);
+    va_end(ap);
+    imap_tagged(s, "BAD", "%s", sbuf_cstr(&text));
+    sbuf_free(&text);
+    if (++s->errors >= s->srv->cfg->max_errors) {
+        log_info("session=%s too many errors (%u), closing", s->id, s->errors);
+        imap_send(s, "* BYE Too many errors\r\n");
+        imap_close(s, "too many errors");
+    }
+}
+
+bool imap_login_allowed(const struct imap_session *s)
+{
+    if (conn_is_tls(s->c)) return true;
+    if (!s->srv->cfg->plaintext_auth_loopback) return false;
+    return strcmp(s->ip, "127.0.0.1") == 0 || strcmp(s->ip, "::1") == 0;
+}
+
+const char *imap_store_code(int rc)
+{
+    switch (rc) {
+    case STORE_ENOENT: return "[NONEXISTENT] No such mailbox";
+    case STORE_EEXIST: return "[ALREADYEXISTS] Mailbox already exists";
+    case STORE_EINVAL: return "[CANNOT] Invalid mailbox name or operation";
+    case STORE_ELIMIT: return "[LIMIT] Too many keywords in this mailbox";
+    default: return "[UNAVAILABLE] Temporary failure, try again later";
+    }
+}
+
+/* ---- capabilities ------------------------------------------------------ */
+
+void imap_capabilities(const struct imap_session *s, sbuf *out)
+{
+    sbuf_puts(out, "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE");
+    if (s->state == IS_NOTAUTH) {
+        if (!conn_is_tls(s->c) && s->srv->tls) sbuf_puts(out, " STARTTLS");
+        if (imap_login_allowed(s)) sbuf_puts(out, " AUTH=PLAIN AUTH=LOGIN");
+        else sbuf_puts(out, " LOGINDISABLED");
+        return;
+    }
+    sbuf_puts(out, " NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN LIST-EXTENDED SPECIAL-USE UTF8=ACCEPT ESEARCH CONDSTORE");
+    sbuf_puts(out, " CREATE-SPECIAL-USE LIST-STATUS STATUS=SIZE");
+}
+
+/* ---- jobs ---------------------------------------------------------------- */
+
+static void job_work(void *p)
+{
+    struct imap_session *s = p;
+    s->job_more = false;
+    s->job(s);
+}
+
+static void job_done(void *p);
+
+static void job_submit(struct imap_session *s)
+{
+    s->jobs++;
+    workpool_submit(s->srv->pool, job_work, job_done, s);
+}
+
+void imap_run_job(struct imap_session *s, imap_job_fn fn)
+{
+    flush(s);
+    s->job = fn;
+    s->phase = IP_BUSY;
+    conn_pause(s->c);
+    job_submit(s);
+}
+
+static void job_done(void *p)
+{
+    struct imap_session *s = p;
+    s->jobs--;
+    if (s->phase == IP_CLOSED) {
+        sbuf_reset(&s->out);
+        imap_session_reap(s);
+        return;
+    }
+    flush(s);
+    if (s->close_after_job) {
+        imap_close(s, "selected mailbox gone");
+        return;
+    }
+    if (s->job_more) {
+        /* A long response goes out piece by piece as the client reads. */
+        if (conn_output_len(s->c) > CONN_OUTPUT_HIGH) s->waiting_drain = true;
+        else job_submit(s);
+        return;
+    }
+    if (s->phase == IP_BUSY) s->phase = IP_COMMAND;
+    if (s->phase == IP_COMMAND) command_done(s);
+    imap_resume(s);
+}
+
+/* ---- life cycle ---------------------------------------------------------- */
+
+struct release_job {
+    struct imap_session *s;
+    store_user *u;
+};
+
+static void release_work(void *p)
+{
+    struct release_job *j = p;
+    store_user_close(j->u);
+}
+
+static void session_free(struct imap_session *s);
+
+static void release_done(void *p)
+{
+    struct release_job *j = p;
+    struct imap_session *s = j->s;
+    free(j);
+    s->jobs--;
+    imap_session_reap(s);
+}
+
+static void session_free(struct imap_session *s)
+{
+    struct imap_server *srv = s->srv;
+    if (s->prev) s->prev->next = s->next; else srv->sessions = s->next;
+    if (s->next) s->next->prev = s->prev;
+    srv->nsessions--;
+    connlimit_release(srv->limits, s->ip);
+    imap_auth_cleanup(s);
+    if (s->idle_timer) event_free(s->idle_timer);
+    if (s->sel) imap_view_free(s->sel);
+    free(s->fetch_set);
+    free(s->tag_copy);
+    free(s->login);
+    sbuf_free(&s->in);
+    sbuf_free(&s->out);
+    imap_arena_free(&s->arena);
+    conn_free(s->c);
+    free(s);
+}
+
+bool imap_session_reap(struct imap_session *s)
+{
+    if (s->phase != IP_CLOSED || s->jobs > 0 || s->auth_delay || s->idle_polling) return false;
+    if (s->store) {
+        /* SQLite may checkpoint on close: not on the loop. */
+        struct release_job *j = xcalloc(1, sizeof *j);
+        j->s = s;
+        j->u = s->store;
+        s->store = NULL;
+        s->jobs++;
+        workpool_submit(s->srv->pool, release_work, release_done, j);
+        return false;
+    }
+    session_free(s);
+    return true;
+}
+
+static void on_close(conn *c, void *ud, const char *why)
+{
+    struct imap_session *s = ud;
+    log_info("session=%s disconnect from [%s] (%s)%s%s", s->id, s->ip, why,
+             s->login ? " user=" : "", s->login ? s->login : "");
+    s->phase = IP_CLOSED;
+    if (s->idle_timer) {
+        event_free(s->idle_timer);
+        s->idle_timer = NULL;
+    }
+    imap_session_reap(s);
+}
+
+static void on_timeout(conn *c, void *ud)
+{
+    struct imap_session *s = ud;
+    log_info("session=%s idle timeout for [%s]", s->id, s->ip);
+    static const char bye[] = "* BYE Autologout; idle for too long\r\n";
+    if (s->idle_polling || s->jobs) {
+        /* A worker owns s->out right now: write around it. */
+        if (s->quitting) return;
+        conn_write(s->c, bye, sizeof bye - 1);
+        s->quitting = true;
+        conn_close_after_flush(s->c, "timeout");
+        return;
+    }
+    imap_send(s, "%s", bye);
+    imap_close(s, "timeout");
+}
+
+static void on_read(conn *c, void *ud)
+{
+    process_input(ud);
+}
+
+static void on_drain(conn *c, void *ud)
+{
+    struct imap_session *s = ud;
+    if (!s->waiting_drain || s->phase == IP_CLOSED) return;
+    s->waiting_drain = false;
+    if (s->phase == IP_BUSY && s->job_more) job_submit(s);
+    else process_input(s);
+}
+
+static void greet(struct imap_session *s)
+{
+    s->greeted = true;
+    sbuf_puts(&s->out, "* OK [CAPABILITY ");
+    imap_capabilities(s, &s->out);
+    sbuf_puts(&s->out, "] pochta ready\r\n");
+    flush(s);
+}
+
+static void on_tls(conn *c, void *ud)
+{
+    struct imap_session *s = ud;
+    char desc[160];
+    tls_describe(conn_ssl(s->c), desc, sizeof desc);
+    log_info("session=%s TLS established: %s", s->id, desc);
+    if (!s->greeted) greet(s);
+    process_input(s);
+}
+
+static const struct conn_ops imap_conn_ops = {
+    .on_read = on_read,
+    .on_drain = on_drain,
+    .on_timeout = on_timeout,
+    .on_close = on_close,
+    .on_tls = on_tls,
+};
+
+void imap_session_accept(struct imap_server *srv, bool implicit_tls, int fd, const struct sockaddr *peer)
+{
+    char ip[64];
+    sockaddr_ip(peer, ip);
+    const char *why = NULL;
+    const char *name = implicit_tls ? "imaps" : "imap";
+    if (srv->shutting_down || !connlimit_acquire(srv->limits, ip, &why)) {
+        if (!implicit_tls) {
+            char msg[160];
+            int n = snprintf(msg, sizeof msg, "* BYE [UNAVAILABLE] %s, try again later\r\n",
+                             srv->shutting_down ? "server shutting down" : why);
+            (void)!write(fd, msg, (size_t)n);
+        }
+        log_info("refused connection from [%s] on %s: %s", ip, name,
+                 srv->shutting_down ? "shutting down" : why);
+        close(fd);
+        return;
+    }
+    struct imap_session *s = xcalloc(1, sizeof *s);
+    s->srv = srv;
+    s->implicit_tls = implicit_tls;
+    make_id(s->id);
+    memcpy(s->ip, ip, sizeof ip);
+    imap_limits_default(&s->lim);
+    s->lim.literal_max = srv->cfg->imap_max_literal;
+    if (s->lim.command_max < s->lim.literal_max + s->lim.line_max)
+        s->lim.command_max = s->lim.literal_max + s->lim.line_max;
+    imap_arena_init(&s->arena, s->lim.arena_max);
+    imap_scan_init(&s->scan);
+    s->c = conn_new(srv->base, fd, peer, implicit_tls ? srv->tls : NULL, &imap_conn_ops, s);
+    if (!s->c) {
+        connlimit_release(srv->limits, ip);
+        imap_arena_free(&s->arena);
+        free(s);
+        return;
+    }
+    s->next = srv->sessions;
+    if (s->next) s->next->prev = s;
+    srv->sessions = s;
+    srv->nsessions++;
+    conn_set_timeout(s->c, session_timeout(s));
+    log_info("session=%s connect from [%s]:%d to %s", s->id, ip, conn_port(s->c), name);
+    if (!implicit_tls) greet(s);
+}
+
+void imap_server_shutdown(struct imap_server *srv)
+{
+    srv->shutting_down = true;
+    struct imap_session *next;
+    for (struct imap_session *s = srv->sessions; s; s = next) {
+        next = s->next;
+        if (s->phase == IP_BUSY || s->phase == IP_CLOSED || s->idle_polling) continue;
+        imap_send(s, "* BYE [UNAVAILABLE] Server shutting down\r\n");
+        imap_close(s, "shutdown");
+    }
+}
+
+void imap_server_free(struct imap_server *srv)
+{
+    imap_recent_free(srv);
+}
+
+/* ---- commands of any state ----------------------------------------------- */
+
+static void cmd_capability(struct imap_session *s)
+{
+    sbuf_puts(&s->out, "* CAPABILITY ");
+    imap_capabilities(s, &s->out);
+    sbuf_puts(&s->out, "\r\n");
+    imap_tagged(s, "OK", "CAPABILITY completed");
+}
+
+static void cmd_logout(struct imap_session *s)
+{
+    imap_send(s, "* BYE pochta logging out\r\n");
+    imap_tagged(s, "OK", "LOGOUT completed");
+    s->state = IS_LOGOUT;
+    imap_close(s, "LOGOUT");
+}
+
+static void cmd_id(struct imap_session *s)
+{
+    /* RFC 2971: log what the client says about itself (bounded). */
+    sbuf info = SBUF_INIT;
+    for (size_t i = 0; i + 1 < s->cmd.list.n && info.len < 400; i += 2) {
+        const struct imap_str *k = &s->cmd.list.v[i], *v = &s->cmd.list.v[i + 1];
+        char safe[130];
+        sbuf_printf(&info, " %s=", log_safe(k->data, k->len, safe, 64));
+        sbuf_puts(&info, v->data ? log_safe(v->data, v->len, safe, 128) : "NIL");
+    }
+    if (info.len) log_info("session=%s client ID:%s", s->id, info.data);
+    sbuf_free(&info);
+    imap_send(s, "* ID (\"name\" \"pochta\" \"version\" \"0.1.0\")\r\n");
+    imap_tagged(s, "OK", "ID completed");
+}
+
+static void cmd_starttls(struct imap_session *s)
+{
+    if (conn_is_tls(s->c)) {
+        imap_client_error(s, "TLS already active");
+        return;
+    }
+    if (!s->srv->tls) {
+        imap_tagged(s, "NO", "TLS not available");
+        return;
+    }
+    imap_tagged(s, "OK", "Begin TLS negotiation now");
+    flush(s);
+    /* RFC 9051 6.2.1: anything pipelined after STARTTLS is discarded
+     * (conn drops what it still buffers; we drop what we hold). */
+    command_done(s);
+    sbuf_reset(&s->in);
+    s->in_off = 0;
+    conn_starttls(s->c, s->srv->tls);
+}
+
+static void cmd_enable(struct imap_session *s)
+{
+    /* RFC 5161 3.1: before any mailbox is selected. */
+    if (s->state != IS_AUTH) {
+        imap_client_error(s, "ENABLE is not valid after a mailbox was selected");
+        return;
+    }
+    /* Only what is announced and implemented can be enabled; the rest is
+     * ignored (RFC 5161 3.1). */
+    sbuf_puts(&s->out, "* ENABLED");
+    for (size_t i = 0; i < s->cmd.list.n; i++) {
+        const struct imap_str *c = &s->cmd.list.v[i];
+        if (c->len == 11 && ascii_ncasecmp(c->data, "UTF8=ACCEPT", 11) == 0) {
+            if (!s->utf8) sbuf_puts(&s->out, " UTF8=ACCEPT");
+            s->utf8 = true;
+        } else if (c->len == 9 && ascii_ncasecmp(c->data, "CONDSTORE", 9) == 0) {
+            if (!s->condstore) sbuf_puts(&s->out, " CONDSTORE");
+            s->condstore = true;
+        }
+    }
+    sbuf_puts(&s->out, "\r\n");
+    imap_tagged(s, "OK", "ENABLE completed");
+}
+
+static void noop_job(struct imap_session *s)
+{
+    imap_sync(s, true);
+    imap_tagged(s, "OK", "%s completed", s->cmd.name == IMAP_CMD_CHECK ? "CHECK" : "NOOP");
+}
+
+/* ---- IDLE (RFC 2177) ------------------------------------------------------ */
+
+static void idle_poll_work(void *p)
+{
+    struct imap_session *s = p;
+    imap_sync(s, true);
+}
+
+static void idle_poll_done(void *p)
+{
+    struct imap_session *s = p;
+    s->idle_polling = false;
+    if (s->phase == IP_CLOSED) {
+        sbuf_reset(&s->out);
+        imap_session_reap(s);
+        return;
+    }
+    flush(s);
+    if (s->close_after_job) {
+        imap_close(s, "selected mailbox gone");
+        return;
+    }
+    if (s->srv->shutting_down) {
+        imap_send(s, "* BYE [UNAVAILABLE] Server shutting down\r\n");
+        imap_close(s, "shutdown");
+        return;
+    }
+    process_input(s);      /* DONE may have arrived meanwhile */
+}
+
+static void idle_tick(evutil_socket_t fd, short what, void *p)
+{
+    struct imap_session *s = p;
+    if (s->phase != IP_IDLE || s->idle_polling || !s->sel) return;
+    /* Output not drained: the client is not reading; do not pile up more. */
+    if (conn_output_len(s->c) > CONN_OUTPUT_HIGH) return;
+    s->idle_polling = true;
+    workpool_submit(s->srv->pool, idle_poll_work, idle_poll_done, s);
+}
+
+static void cmd_idle(struct imap_session *s)
+{
+    imap_send(s, "+ idling\r\n");
+    imap_hold_tag(s);
+    s->phase = IP_IDLE;
+    if (!s->idle_timer) s->idle_timer = event_new(s->srv->base, -1, EV_PERSIST, idle_tick, s);
+    struct timeval tv = { 0, IMAP_IDLE_POLL_MS * 1000 };
+    event_add(s->idle_timer, &tv);
+}
+
+static void idle_line(struct imap_session *s, const char *line, size_t len)
+{
+    event_del(s->idle_timer);
+    s->phase = IP_COMMAND;
+    if (imap_is_done(line, len)) {
+        imap_tagged(s, "OK", "IDLE terminated");
+    } else {
+        imap_tagged(s, "BAD", "Expected DONE");
+    }
+    command_done(s);
+}
+
+/* ---- dispatch ------------------------------------------------------------- */
+
+static void dispatch(struct imap_session *s)
+{
+    const struct imap_command *c = &s->cmd;
+    switch (c->name) {
+    case IMAP_CMD_CAPABILITY: cmd_capability(s); return;
+    case IMAP_CMD_LOGOUT: cmd_logout(s); return;
+    case IMAP_CMD_ID: cmd_id(s); return;
+    case IMAP_CMD_NOOP:
+        if (s->state == IS_SELECTED) imap_run_job(s, noop_job);
+        else imap_tagged(s, "OK", "NOOP completed");
+        return;
+    default: break;
+    }
+    if (s->state == IS_NOTAUTH) {
+        switch (c->name) {
+        case IMAP_CMD_STARTTLS: cmd_starttls(s); return;
+        case IMAP_CMD_LOGIN: imap_cmd_login(s); return;
+        case IMAP_CMD_AUTHENTICATE: imap_cmd_authenticate(s); return;
+        default:
+            imap_client_error(s, "Command not valid in this state: log in first");
+            return;
+        }
+    }
+    switch (c->name) {
+    case IMAP_CMD_STARTTLS: case IMAP_CMD_LOGIN: case IMAP_CMD_AUTHENTICATE:
+        imap_client_error(s, "Command not valid in this state: already authenticated");
+        return;
+    case IMAP_CMD_ENABLE: cmd_enable(s); return;
+    case IMAP_CMD_IDLE: cmd_idle(s); return;
+    case IMAP_CMD_SELECT: case IMAP_CMD_EXAMINE: case IMAP_CMD_CREATE: case IMAP_CMD_DELETE:
+    case IMAP_CMD_RENAME: case IMAP_CMD_SUBSCRIBE: case IMAP_CMD_UNSUBSCRIBE: case IMAP_CMD_LIST:
+    case IMAP_CMD_LSUB: case IMAP_CMD_NAMESPACE: case IMAP_CMD_STATUS: case IMAP_CMD_APPEND:
+        imap_dispatch_mailbox(s);
+        return;
+    case IMAP_CMD_CHECK:
+        if (s->state != IS_SELECTED) break;
+        imap_run_job(s, noop_job);
+        return;
+    case IMAP_CMD_CLOSE: case IMAP_CMD_UNSELECT: case IMAP_CMD_EXPUNGE: case IMAP_CMD_SEARCH:
+    case IMAP_CMD_FETCH: case IMAP_CMD_STORE: case IMAP_CMD_COPY: case IMAP_CMD_MOVE:
+        if (s->state != IS_SELECTED) break;
+        if (c->name == IMAP_CMD_FETCH) imap_cmd_fetch(s);
+        else imap_dispatch_selected(s);
+        return;
+    default:
+        imap_client_error(s, "Command not supported");
+        return;
+    }
+    imap_client_error(s, "Command not valid in this state: no mailbox selected");
+}
+
+/* ---- input ---------------------------------------------------------------- */
+
+/* The unconsumed input: s->in from s->in_off on.  Consumed bytes are
+ * skipped by moving the offset, so pipelined commands cost no copying;
+ * the rest moves to the front only when more is pulled in. */
+static char *in_ptr(const struct imap_session *s)
+{
+    return s->in.data ? s->in.data + s->in_off : (char *)"";
+}
+
+static size_t in_len(const struct imap_session *s)
+{
+    return s->in.len - s->in_off;
+}
+
+/* Move up to PULL_CHUNK buffered bytes into s->in; returns how many. */
+static size_t pull(struct imap_session *s)
+{
+    struct evbuffer *in = conn_input(s->c);
+    size_t avail = evbuffer_get_length(in);
+    if (avail == 0) return 0;
+    if (s->in_off) {
+        memmove(s->in.data, s->in.data + s->in_off, s->in.len - s->in_off);
+        s->in.len -= s->in_off;
+        s->in_off = 0;
+    }
+    size_t n = avail < PULL_CHUNK ? avail : PULL_CHUNK;
+    sbuf_reserve(&s->in, n);
+    int got = evbuffer_remove(in, s->in.data + s->in.len, n);
+    if (got <= 0) return 0;
+    s->in.len += (size_t)got;
+    s->in.data[s->in.len] = '\0';
+    return (size_t)got;
+}
+
+static void drop_input(struct imap_session *s, size_t n)
+{
+    if (n > in_len(s)) n = in_len(s);
+    s->in_off += n;
+    if (s->in_off == s->in.len) {
+        s->in_off = 0;
+        s->in.len = 0;
+        if (s->in.data) s->in.data[0] = '\0';
+    }
+}
+
+static void command_done(struct imap_session *s)
+{
+    drop_input(s, s->cmd_len);
+    s->cmd_len = 0;
+    imap_scan_init(&s->scan);
+    s->lit_acked = 0;
+    memset(&s->cmd, 0, sizeof s->cmd);
+    imap_arena_reset(&s->arena);
+    /* Give back what a big APPEND made the buffer grow to. */
+    if (s->in.cap > 4 * PULL_CHUNK && in_len(s) < PULL_CHUNK) {
+        sbuf small = SBUF_INIT;
+        sbuf_append(&small, in_ptr(s), in_len(s));
+        sbuf_free(&s->in);
+        s->in = small;
+        s->in_off = 0;
+    }
+}
+
+/* One line (for SASL and IDLE) from s->in: its length without the line
+ * end in *len and the bytes to drop in *used; false if incomplete. */
+static bool take_line(struct imap_session *s, size_t *len, size_t *used)
+{
+    char *p = in_ptr(s);
+    char *lf = in_len(s) ? memchr(p, '\n', in_len(s)) : NULL;
+    if (!lf) return false;
+    size_t n = (size_t)(lf - p);
+    *used = n + 1;
+    if (n > 0 && p[n - 1] == '\r') n--;
+    *len = n;
+    return true;
+}
+
+static void line_input(struct imap_session *s)
+{
+    size_t len, used;
+    if (!take_line(s, &len, &used)) {
+        if (in_len(s) > IMAP_RESP_LINE_MAX) {
+            imap_send(s, "* BYE Line too long\r\n");
+            imap_close(s, "line too long");
+        }
+        return;
+    }
+    char *line = xstrndup(in_ptr(s), len);
+    drop_input(s, used);
+    if (s->phase == IP_SASL) imap_sasl_line(s, line, len);
+    else idle_line(s, line, len);
+    memset(line, 0, len);
+    free(line);
+}
+
+static void scan_error(struct imap_session *s)
+{
+    size_t tl = imap_tag_len(in_ptr(s), in_len(s));
+    sbuf tag = SBUF_INIT;
+    if (tl) sbuf_append(&tag, in_ptr(s), tl);
+    else sbuf_putc(&tag, '*');
+    if (s->scan.error == IMAP_SCAN_ERR_LINE) {
+        imap_send(s, "%s BAD %s\r\n* BYE Command line too long\r\n", tag.data, s->scan.error_text);
+        imap_close(s, "line too long");
+    } else if (s->scan.lit_kind == IMAP_LIT_SYNC) {
+        /* RFC 9051 7.1: the client does not send the refused literal. */
+        imap_send(s, "%s NO [TOOBIG] %s\r\n", tag.data, s->scan.error_text);
+        drop_input(s, s->scan.end);
+        imap_scan_init(&s->scan);
+        s->lit_acked = 0;
+        if (++s->errors >= s->srv->cfg->max_errors) imap_close(s, "too many errors");
+    } else {
+        /* A non-synchronizing literal is on its way regardless: rather
+         * than swallow an arbitrary amount of data, close (RFC 7888 4). */
+        imap_send(s, "* BYE [TOOBIG] %s\r\n", s->scan.error_text);
+        imap_close(s, "literal too big");
+    }
+    sbuf_free(&tag);
+}
+
+static void command_input(struct imap_session *s)
+{
+    int r;
+    while ((r = imap_cmd_scan(in_ptr(s), in_len(s), &s->lim, &s->scan)) ==
+           IMAP_SCAN_LITERAL) {
+        if (s->scan.lit_kind == IMAP_LIT_SYNC && s->lit_acked < s->scan.literals) {
+            s->lit_acked = s->scan.literals;
+            /* Before the data is there: the client waits for this. */
+            if (in_len(s) <= s->scan.lit_offset) imap_send(s, "+ Ready for literal data\r\n");
+        }
+    }
+    if (r == IMAP_SCAN_MORE) return;
+    if (r == IMAP_SCAN_ERROR) {
+        scan_error(s);
+        return;
+    }
+    /* IMAP_SCAN_DONE */
+    s->cmd_len = s->scan.end;
+    struct imap_err err;
+    unsigned flags = s->utf8 ? IMAP_PARSE_UTF8 : 0;
+    memset(&s->cmd, 0, sizeof s->cmd);
+    if (imap_parse_command(in_ptr(s), s->cmd_len, &s->lim, flags, &s->arena, &s->cmd, &err) < 0) {
+        if (s->cmd.tag) {
+            if (err.code) imap_client_error(s, "[%s] %s", err.code, err.text);
+            else imap_client_error(s, "%s", err.text);
+        } else {
+            imap_send(s, "* BAD %s\r\n", err.text);
+            if (++s->errors >= s->srv->cfg->max_errors) imap_close(s, "too many errors");
+        }
+        command_done(s);
+        return;
+    }
+    if (s->cmd.name != IMAP_CMD_LOGIN && s->cmd.name != IMAP_CMD_AUTHENTICATE &&
+        s->cmd.name != IMAP_CMD_APPEND) {
+        char safe[300];
+        log_debug("session=%s command %s", s->id, log_safe(in_ptr(s), s->cmd_len, safe, sizeof safe));
+    } else {
+        log_debug("session=%s command %s %s", s->id, s->cmd.tag, imap_cmd_name_str(s->cmd.name));
+    }
+    dispatch(s);
+    if (s->phase == IP_COMMAND && !s->quitting) command_done(s);
+}
+
+static void process_input(struct imap_session *s)
+{
+    while (!s->quitting) {
+        if (s->phase == IP_BUSY || s->phase == IP_CLOSED) return;
+        if (s->phase == IP_IDLE && s->idle_polling) return;
+        if (conn_output_len(s->c) > CONN_OUTPUT_HIGH) {
+            s->waiting_drain = true;
+            return;
+        }
+        size_t before = in_len(s);
+        enum imap_phase ph = s->phase;
+        size_t cmd_before = s->cmd_len;
+        if (ph == IP_SASL || ph == IP_IDLE) line_input(s);
+        else command_input(s);
+        flush(s);
+        bool progressed = in_len(s) != before || s->phase != ph || s->cmd_len != cmd_before;
+        if (progressed) continue;
+        if (pull(s) == 0) return;
+    }
+    flush(s);
+}
+
+void imap_resume(struct imap_session *s)
+{
+    if (s->phase == IP_CLOSED) return;
+    flush(s);
+    if (s->srv->shutting_down && !s->quitting && s->phase != IP_BUSY) {
+        imap_send(s, "* BYE [UNAVAILABLE] Server shutting down\r\n");
+        imap_close(s, "shutdown");
+        return;
+    }
+    if (s->phase == IP_BUSY) return;
+    conn_set_timeout(s->c, session_timeout(s));
+    conn_resume(s->c);
+    process_input(s);
+}
