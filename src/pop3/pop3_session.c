@@ -140,7 +140,7 @@ static void session_free(struct pop3_session *s)
 
 bool pop3_session_reap(struct pop3_session *s)
 {
-    if (s->phase != PH_CLOSED || s->jobs > 0 || s->auth_delay) return false;
+    if (s->phase != PH_CLOSED || s->jobs > 0) return false;
     /* The store handle is closed on a worker (SQLite may checkpoint its
      * WAL on close); the session is freed when that job is done. */
     if (pop3_release_store(s)) return false;

@@ -159,63 +159,30 @@ static void login(struct pop3_session *s, const char *user)
 
 /* ---- password check --------------------------------------------------- */
 
-static void finish_failure(struct pop3_session *s)
+static struct auth_guard guard_of(const struct pop3_session *s)
 {
-    s->phase = PH_COMMAND;
-    pop3_err(s, "[AUTH] authentication failed: wrong user name or password");
-    pop3_resume(s);
-}
-
-static void delay_done(evutil_socket_t fd, short what, void *p)
-{
-    struct pop3_session *s = p;
-    event_free(s->auth_delay);
-    s->auth_delay = NULL;
-    if (s->phase == PH_CLOSED) {
-        pop3_session_reap(s);
-        return;
-    }
-    finish_failure(s);
+    return (struct auth_guard){ s->srv->pool, s->srv->base, s->srv->failures, s->srv->cfg };
 }
 
 static void checked(int result, const char *user, void *ctx)
 {
     struct pop3_session *s = ctx;
-    const config *cfg = s->srv->cfg;
     s->jobs--;
     if (s->phase == PH_CLOSED) {
         pop3_session_reap(s);
         return;
     }
-    char safe[300];
-    log_safe(user, strlen(user), safe, sizeof safe);
+    s->phase = PH_COMMAND;
     if (result == 1) {
-        auth_failures_clear(s->srv->failures, s->ip);
-        s->phase = PH_COMMAND;
         login(s, user);
         if (s->phase == PH_COMMAND) pop3_resume(s);
         return;
     }
-    if (result < 0) {
-        s->phase = PH_COMMAND;
+    if (result < 0)
         pop3_err(s, "[SYS/TEMP] authentication temporarily unavailable, try again later");
-        pop3_resume(s);
-        return;
-    }
-    time_t now = time(NULL);
-    auth_failures_record(s->srv->failures, s->ip, now);
-    unsigned n = auth_failures_count(s->srv->failures, s->ip, now, cfg->auth_failure_window);
-    log_info("session=%s auth failed user=%s from [%s] (%u recent failures)", s->id, safe, s->ip, n);
-    if (cfg->auth_failure_delay == 0) {
-        finish_failure(s);
-        return;
-    }
-    /* Slow a guesser down: each recent failure from this address adds
-     * auth_failure_delay before the answer; the session stays busy, so
-     * pipelined guesses wait too. */
-    struct timeval tv = { (time_t)(cfg->auth_failure_delay * (n > 10 ? 10 : n)), 0 };
-    s->auth_delay = evtimer_new(s->srv->base, delay_done, s);
-    evtimer_add(s->auth_delay, &tv);
+    else
+        pop3_err(s, "[AUTH] authentication failed: wrong user name or password");
+    pop3_resume(s);
 }
 
 static void start_check(struct pop3_session *s, const char *user, const char *password)
@@ -223,19 +190,19 @@ static void start_check(struct pop3_session *s, const char *user, const char *pa
     s->phase = PH_BUSY;
     s->jobs++;
     conn_pause(s->c);
-    auth_async_verify(s->srv->pool, user, password, checked, s);
+    struct auth_guard g = guard_of(s);
+    auth_guard_check(&g, s->id, s->ip, user, password, checked, s);
 }
 
 /* Checks common to PASS and AUTH; false after replying. */
 static bool may_try(struct pop3_session *s)
 {
-    const config *cfg = s->srv->cfg;
     if (!pop3_login_allowed(s)) {
         pop3_err(s, "%s", PLAINTEXT_REFUSED);
         return false;
     }
-    if (auth_failures_count(s->srv->failures, s->ip, time(NULL), cfg->auth_failure_window)
-        >= cfg->auth_max_failures) {
+    struct auth_guard g = guard_of(s);
+    if (!auth_guard_allows(&g, s->ip)) {
         log_info("session=%s login refused from [%s]: too many failures", s->id, s->ip);
         pop3_err(s, "[SYS/TEMP] too many authentication failures from your address, try again later");
         return false;
@@ -292,10 +259,6 @@ void pop3_auth_cleanup(struct pop3_session *s)
         OPENSSL_cleanse(s->sasl_login_user, strlen(s->sasl_login_user));
         free(s->sasl_login_user);
         s->sasl_login_user = NULL;
-    }
-    if (s->auth_delay) {
-        event_free(s->auth_delay);
-        s->auth_delay = NULL;
     }
 }
 

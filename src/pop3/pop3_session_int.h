@@ -65,8 +65,6 @@ struct pop3_session {
     char *user;                 /* from USER, waiting for PASS */
     enum pop3_sasl_step sasl_step;
     char *sasl_login_user;      /* AUTH LOGIN: name while waiting for the password */
-    struct event *auth_delay;   /* delays the answer to a failed login */
-    int delayed_result;         /* what auth_delay will answer */
 
     /* TRANSACTION: the maildrop snapshot (RFC 1939 section 4). */
     char *login;                /* authenticated address, lower case */

@@ -38,70 +38,30 @@ void smtp_cmd_starttls(struct smtp_session *s, const struct smtp_cmd *cmd)
 
 /* ---- AUTH ------------------------------------------------------------- */
 
-static void auth_finish(struct smtp_session *s, int result, const char *user)
+static struct auth_guard guard_of(const struct smtp_session *s)
 {
-    const config *cfg = s->srv->cfg;
+    return (struct auth_guard){ s->srv->pool, s->srv->base, s->srv->failures, s->srv->cfg };
+}
+
+static void auth_done(int result, const char *user, void *p)
+{
+    struct smtp_session *s = p;
+    if (s->phase == PH_CLOSED) {
+        smtp_session_reap(s);
+        return;
+    }
+    s->phase = PH_COMMAND;
     char safe[300];
     log_safe(user, strlen(user), safe, sizeof safe);
     if (result == 1) {
-        auth_failures_clear(s->srv->failures, s->ip);
-        s->auth_user = xstrdup(user);
-        ascii_lower(s->auth_user);
+        s->auth_user = ascii_lower(xstrdup(user));
         log_info("session=%s auth ok user=%s from [%s]", s->id, safe, s->ip);
         smtp_reply(s, 235, "2.7.0", "Authentication successful");
-        return;
-    }
-    if (result < 0) {
+    } else if (result < 0) {
         smtp_reply(s, 454, "4.7.0", "Temporary authentication failure");
-        return;
+    } else {
+        smtp_reply(s, 535, "5.7.8", "Authentication credentials invalid");
     }
-    auth_failures_record(s->srv->failures, s->ip, time(NULL));
-    unsigned n = auth_failures_count(s->srv->failures, s->ip, time(NULL), cfg->auth_failure_window);
-    log_info("session=%s auth failed user=%s from [%s] (%u recent failures)", s->id, safe, s->ip, n);
-    smtp_reply(s, 535, "5.7.8", "Authentication credentials invalid");
-}
-
-static void delay_done(evutil_socket_t fd, short what, void *p)
-{
-    struct smtp_session *s = p;
-    event_free(s->auth_delay);
-    s->auth_delay = NULL;
-    if (s->phase == PH_CLOSED) {
-        smtp_session_reap(s);
-        return;
-    }
-    s->phase = PH_COMMAND;
-    auth_finish(s, 0, s->auth_login_user ? s->auth_login_user : "");
-    free(s->auth_login_user);
-    s->auth_login_user = NULL;
-    smtp_resume(s);
-}
-
-static void auth_done(int result, const char *user_in, void *p)
-{
-    struct smtp_session *s = p;
-    if (s->phase == PH_CLOSED) {
-        smtp_session_reap(s);
-        return;
-    }
-    char *user = xstrdup(user_in);
-    unsigned delay = s->srv->cfg->auth_failure_delay;
-    if (result == 0 && delay > 0) {
-        /* Slow a guesser down: each recent failure from this address adds
-         * auth_failure_delay before the answer, and the session stays
-         * busy meanwhile (pipelined guesses wait too). */
-        unsigned n = auth_failures_count(s->srv->failures, s->ip, time(NULL),
-                                         s->srv->cfg->auth_failure_window) + 1;
-        struct timeval tv = { (time_t)(delay * (n > 10 ? 10 : n)), 0 };
-        free(s->auth_login_user);
-        s->auth_login_user = user;
-        s->auth_delay = evtimer_new(s->srv->base, delay_done, s);
-        evtimer_add(s->auth_delay, &tv);
-        return;
-    }
-    s->phase = PH_COMMAND;
-    auth_finish(s, result, user);
-    free(user);
     smtp_resume(s);
 }
 
@@ -109,7 +69,8 @@ static void start_check(struct smtp_session *s, const char *user, const char *pa
 {
     s->phase = PH_BUSY;
     conn_pause(s->c);
-    auth_async_verify(s->srv->pool, user, password, auth_done, s);
+    struct auth_guard g = guard_of(s);
+    auth_guard_check(&g, s->id, s->ip, user, password, auth_done, s);
 }
 
 void smtp_auth_cleanup(struct smtp_session *s)
@@ -119,10 +80,6 @@ void smtp_auth_cleanup(struct smtp_session *s)
         OPENSSL_cleanse(s->auth_login_user, strlen(s->auth_login_user));
         free(s->auth_login_user);
         s->auth_login_user = NULL;
-    }
-    if (s->auth_delay) {
-        event_free(s->auth_delay);
-        s->auth_delay = NULL;
     }
 }
 
@@ -158,7 +115,6 @@ static void login_user(struct smtp_session *s, const char *b64, size_t len)
 
 void smtp_cmd_auth(struct smtp_session *s, const struct smtp_cmd *cmd)
 {
-    const config *cfg = s->srv->cfg;
     if (s->kind == SMTP_LISTENER_MX) {
         smtp_reply(s, 502, "5.5.1", "AUTH is not offered on this port; use submission (587 or 465)");
         return;
@@ -179,8 +135,8 @@ void smtp_cmd_auth(struct smtp_session *s, const struct smtp_cmd *cmd)
         smtp_reply(s, 503, "5.5.1", "Error: AUTH not allowed during a mail transaction");
         return;
     }
-    if (auth_failures_count(s->srv->failures, s->ip, time(NULL), cfg->auth_failure_window)
-        >= cfg->auth_max_failures) {
+    struct auth_guard g = guard_of(s);
+    if (!auth_guard_allows(&g, s->ip)) {
         log_info("session=%s auth refused from [%s]: too many failures", s->id, s->ip);
         smtp_reply(s, 454, "4.7.0", "Too many authentication failures from your address, try again later");
         return;

@@ -57,7 +57,6 @@ struct smtp_session {
     char *auth_user;            /* authenticated address, NULL if none */
     enum smtp_auth_step auth_step;
     char *auth_login_user;      /* LOGIN: user name while waiting for the password */
-    struct event *auth_delay;   /* delays the reply to a failed AUTH */
 
     /* Transaction (MAIL .. end of data); reset by RSET/EHLO/HELO. */
     bool in_mail;
