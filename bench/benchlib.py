@@ -56,9 +56,12 @@ class PochtaInstance:
             subprocess.run([self._bin("pochta"), "init", self.dir, "--hostname", "mx." + DOMAIN,
                             "--domain", DOMAIN, "--port-base", str(port_base)],
                            check=True, stdout=subprocess.DEVNULL, timeout=60)
+            # A key may be set only once: extra_conf overrides these defaults.
+            given = {line.split("=", 1)[0].strip() for line in extra_conf}
+            defaults = [l for l in ("max_connections_per_ip = 1000", "log_level = warn")
+                        if l.split("=", 1)[0].strip() not in given]
             with open(self.conf, "a") as f:
-                f.write("max_connections_per_ip = 1000\nlog_level = warn\n")
-                for line in extra_conf:
+                for line in defaults + list(extra_conf):
                     f.write(line + "\n")
             for i in range(users):
                 subprocess.run([self._bin("pochta"), "-c", self.conf, "user", "add", user_name(i),
