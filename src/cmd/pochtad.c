@@ -50,14 +50,16 @@ static struct event *shutdown_tick;
 static queue_runner *runner;
 static time_t shutdown_started;
 
-/* Every connection costs a descriptor (two while a message spools), and
- * the usual soft limit of 1024 would cap max_connections long before
- * memory does.  Raise it while still root, when the hard limit can grow. */
+/* Every connection costs a socket, and a logged-in IMAP or POP3 session
+ * also holds its mail store open (lock file, index and its WAL, folder):
+ * up to six descriptors each.  The usual soft limit of 1024 would cap
+ * max_connections long before memory does, so raise it while still root,
+ * when the hard limit can grow too. */
 static void raise_fd_limit(const config *cfg)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return;
-    rlim_t want = (rlim_t)cfg->max_connections * 2 + 256;
+    rlim_t want = (rlim_t)cfg->max_connections * 6 + 256;
     if (rl.rlim_cur >= want) return;
     if (rl.rlim_max < want && geteuid() == 0) rl.rlim_max = want;
     rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
