@@ -167,7 +167,10 @@ int store_msg_open(store_user *u, const char *mailbox, uint32_t uid, int *fd_out
     int64_t box = mb.id;
     store_mbox_free(&mb);
     sbuf path = SBUF_INIT;
-    rc = store_fail(err, errlen, STORE_EIO, "message file missing");
+    /* A row whose file stays missing is almost always a message that
+     * another session is expunging right now (the file goes first, then
+     * the row): report it as gone, so IMAP answers [EXPUNGEISSUED]. */
+    rc = store_fail(err, errlen, STORE_ENOENT, "message file missing (being expunged)");
     /* The row is re-read each attempt: a flag change may rename under us. */
     for (int attempt = 0; attempt < 5; attempt++) {
         struct msgrow m;
