@@ -122,16 +122,55 @@ static bool section_bytes(const char *msg, size_t len, const struct mime_part *r
     return true;
 }
 
+/* A literal of message text.  A message APPENDed as literal8 (RFC 3516)
+ * may hold NUL, which no IMAP literal may carry outside BINARY: it goes
+ * out as 0x80, as Dovecot does, so the byte count stays right. */
+static void put_text_literal(sbuf *out, const char *data, size_t len)
+{
+    if (!memchr(data, 0, len)) {
+        imap_put_literal(out, data, len);
+        return;
+    }
+    sbuf_printf(out, "{%zu}\r\n", len);
+    size_t at = out->len;
+    sbuf_append(out, data, len);
+    for (size_t i = at; i < out->len; i++)
+        if (out->data[i] == 0) out->data[i] = (char)0x80;
+}
+
 static void put_partial(sbuf *out, const struct imap_fetch_att *a, const char *data, size_t len)
 {
+    bool binary = a->type == IMAP_FA_BINARY;
     if (a->partial) {
         uint64_t off = a->origin < len ? a->origin : len;
         uint64_t n = len - off;
         if (a->count < n) n = a->count;
-        imap_put_literal(out, data + off, (size_t)n);
-    } else {
-        imap_put_literal(out, data, len);
+        data += off;
+        len = (size_t)n;
     }
+    if (binary) imap_put_literal(out, data, len);
+    else put_text_literal(out, data, len);
+}
+
+/* BINARY[section] content (RFC 3516 4.2): the part's body with its
+ * Content-Transfer-Encoding undone; for BINARY[] the whole message, its
+ * body decoded when it is a single part.  -1: unknown encoding; -2: no
+ * such part. */
+static int binary_bytes(const char *msg, size_t len, const struct mime_part *root,
+                        const struct imap_fetch_att *a, sbuf *out)
+{
+    const struct mime_part *p = root;
+    if (a->nparts) {
+        p = mime_part_find(root, (const unsigned *)a->parts, a->nparts);
+        if (!p) return -2;
+        return mime_part_decode(msg, p, out) < 0 ? -1 : 0;
+    }
+    if (root->children) {
+        sbuf_append(out, msg, len);
+        return 0;
+    }
+    sbuf_append(out, msg + root->hdr_off, mime_part_hdr_size(root));
+    return mime_part_decode(msg, root, out) < 0 ? -1 : 0;
 }
 
 /* One "* n FETCH (...)" response.  Returns false if the message is gone. */
@@ -180,8 +219,10 @@ static bool fetch_one(struct imap_session *s, uint32_t seq, sbuf *msg, sbuf *tmp
     imap_send(s, "* %u FETCH (", seq);
     size_t mark = s->out.len;
     /* RFC 7162 3.2: once enabled, a \Seen set by this FETCH is reported
-     * with UID and MODSEQ. */
-    bool uid_first = c->uid || (seen_now && s->condstore);
+     * with UID and MODSEQ; after ENABLE QRESYNC every FETCH carries UID
+     * (the client keys its cache by uid, sequence numbers shift with
+     * VANISHED). */
+    bool uid_first = c->uid || (seen_now && s->condstore) || s->qresync;
     if (uid_first) imap_send(s, "UID %u", m->uid);
     for (const struct imap_fetch_att *a = c->fetch; a; a = a->next) {
         if (a->type == IMAP_FA_UID && uid_first) continue;
@@ -209,15 +250,15 @@ static bool fetch_one(struct imap_session *s, uint32_t seq, sbuf *msg, sbuf *tmp
             break;
         case IMAP_FA_RFC822:
             imap_send(s, "RFC822 ");
-            imap_put_literal(&s->out, body, blen);
+            put_text_literal(&s->out, body, blen);
             break;
         case IMAP_FA_RFC822_HEADER:
             imap_send(s, "RFC822.HEADER ");
-            imap_put_literal(&s->out, body, mime_part_hdr_size(root));
+            put_text_literal(&s->out, body, mime_part_hdr_size(root));
             break;
         case IMAP_FA_RFC822_TEXT:
             imap_send(s, "RFC822.TEXT ");
-            imap_put_literal(&s->out, body + root->body_off, mime_part_body_size(root));
+            put_text_literal(&s->out, body + root->body_off, mime_part_body_size(root));
             break;
         case IMAP_FA_BODY_SECTION: {
             const char *d;
@@ -233,10 +274,10 @@ static bool fetch_one(struct imap_session *s, uint32_t seq, sbuf *msg, sbuf *tmp
         }
         case IMAP_FA_BINARY:
         case IMAP_FA_BINARY_SIZE: {
-            const struct mime_part *p = a->nparts ? mime_part_find(root, (const unsigned *)a->parts, a->nparts)
-                                                  : root;
             sbuf dec = SBUF_INIT;
-            int r = p ? mime_part_decode(body, p, &dec) : -1;
+            int r = binary_bytes(body, blen, root, a, &dec);
+            /* RFC 3516 4.2: an encoding we cannot undo fails the command. */
+            if (r == -1) s->fetch_unknown_cte = true;
             imap_send(s, a->type == IMAP_FA_BINARY ? "BINARY[" : "BINARY.SIZE[");
             put_section_spec(&s->out, a);
             imap_send(s, "]");
@@ -275,8 +316,9 @@ static void fetch_job(struct imap_session *s)
 {
     const struct imap_command *c = &s->cmd;
     if (!s->fetch_set) {
-        if (c->vanished) {
-            imap_tagged(s, "BAD", "VANISHED needs QRESYNC, which is not supported");
+        if (c->vanished && (!s->qresync || !c->uid || !c->has_changedsince)) {
+            /* RFC 7162 3.2.6 */
+            imap_tagged(s, "BAD", "VANISHED needs ENABLE QRESYNC, UID FETCH and CHANGEDSINCE");
             return;
         }
         if (c->has_changedsince) {
@@ -284,13 +326,23 @@ static void fetch_job(struct imap_session *s)
             /* The modseqs compared must be current. */
             imap_sync(s, c->uid);
         }
+        if (c->vanished && !c->set.saved) {
+            struct imap_view *v = s->sel;
+            uint32_t top = v->uidnext > 1 ? v->uidnext - 1 : 0;
+            if (v->n && v->msgs[v->n - 1].uid > top) top = v->msgs[v->n - 1].uid;
+            struct imap_range *r = xcalloc(c->set.n ? c->set.n : 1, sizeof *r);
+            size_t nr = top ? imap_seqset_normalize(&c->set, top, r) : 0;
+            imap_put_vanished_earlier(s, r, nr, c->changedsince);
+            free(r);
+        }
         for (const struct imap_fetch_att *a = c->fetch; a; a = a->next)
             if (a->type == IMAP_FA_MODSEQ) s->condstore = true;
         s->fetch_set = imap_resolve_set(s, &c->set, c->uid, &s->fetch_n);
         s->fetch_pos = 0;
         s->fetch_failed = false;
         s->fetch_gone = false;
-        if (s->fetch_n == 0 && !c->uid) {
+        s->fetch_unknown_cte = false;
+        if (s->fetch_n == 0 && !c->uid && !c->set.saved) {
             /* RFC 9051 6.4.5: a sequence number beyond the mailbox is an error. */
             free(s->fetch_set);
             s->fetch_set = NULL;
@@ -314,6 +366,8 @@ static void fetch_job(struct imap_session *s)
     s->fetch_set = NULL;
     imap_sync(s, c->uid);
     if (s->fetch_failed) imap_tagged(s, "NO", "[SERVERBUG] Some messages could not be read");
+    else if (s->fetch_unknown_cte)
+        imap_tagged(s, "NO", "[UNKNOWN-CTE] Unknown Content-Transfer-Encoding, use BODY[]");
     else if (s->fetch_gone && !c->uid) imap_tagged(s, "NO", "[EXPUNGEISSUED] Some messages were expunged");
     else imap_tagged(s, "OK", "FETCH completed");
 }

@@ -164,6 +164,15 @@ bool imap_search_uses_modseq(const struct imap_search *n)
     return false;
 }
 
+bool imap_search_uses_recent(const struct imap_search *n)
+{
+    for (; n; n = n->next)
+        if (n->key == IMAP_SK_RECENT || n->key == IMAP_SK_NEW || n->key == IMAP_SK_OLD ||
+            (n->child && imap_search_uses_recent(n->child)))
+            return true;
+    return false;
+}
+
 static int eval(const struct imap_search *n, struct imap_search_msg *m);
 
 static int eval_content(const struct imap_search *n, struct imap_search_msg *m)
@@ -237,8 +246,12 @@ static int eval(const struct imap_search *n, struct imap_search_msg *m)
     case IMAP_SK_SMALLER: return m->size < n->num;
     case IMAP_SK_OLDER: return m->now - m->internaldate >= (time_t)n->num;
     case IMAP_SK_YOUNGER: return m->now - m->internaldate <= (time_t)n->num;
-    case IMAP_SK_UID: return imap_seqset_contains(&n->set, m->uid, m->max_uid);
-    case IMAP_SK_SEQSET: return imap_seqset_contains(&n->set, m->seq, m->max_seq);
+    case IMAP_SK_UID:
+        if (n->set.saved) return m->in_saved;
+        return imap_seqset_contains(&n->set, m->uid, m->max_uid);
+    case IMAP_SK_SEQSET:
+        if (n->set.saved) return m->in_saved;
+        return imap_seqset_contains(&n->set, m->seq, m->max_seq);
     case IMAP_SK_MODSEQ: return m->modseq >= n->num;
     default:
         return eval_content(n, m);

@@ -35,6 +35,7 @@ struct imap_search_msg {
     uint64_t size;
     uint64_t modseq;
     time_t now;                     /* for OLDER/YOUNGER */
+    bool in_saved;                  /* in the saved result "$" (RFC 5182) */
     imap_search_load_fn load;
     void *load_ctx;
 
@@ -58,6 +59,10 @@ bool imap_search_needs_content(const struct imap_search *root);
 
 /* Does the search use the MODSEQ key (RFC 7162 3.1.5)? */
 bool imap_search_uses_modseq(const struct imap_search *root);
+
+/* Does the search use RECENT, NEW or OLD (gone in IMAP4rev2, RFC 9051
+ * Appendix E)? */
+bool imap_search_uses_recent(const struct imap_search *root);
 
 /* RFC 5322 date (Date: header) to 00:00 UTC of its calendar day, as
  * written (time of day and zone ignored, RFC 9051 SENTON).  -1 if bad. */

@@ -6,8 +6,12 @@
  * (2342), UNSELECT (3691), UIDPLUS (4315), MOVE (6851), CHILDREN (3348),
  * LIST-EXTENDED (5258), LIST-STATUS (5819), SPECIAL-USE and
  * CREATE-SPECIAL-USE (6154), UTF8=ACCEPT (6855), ESEARCH (4731),
- * CONDSTORE (7162), STATUS=SIZE (8438).  Not offered: IMAP4rev2, QRESYNC,
- * BINARY, MULTIAPPEND, SEARCHRES, SORT/THREAD, QUOTA, ACL.
+ * CONDSTORE (7162), STATUS=SIZE (8438), MULTIAPPEND (3502), BINARY
+ * (3516), APPENDLIMIT (7889) (test_imap_append.py), SEARCHRES (5182,
+ * test_imap_searchres.py), QRESYNC (7162, test_imap_qresync.py), SORT
+ * and THREAD=ORDEREDSUBJECT/REFERENCES (5256, test_imap_sort.py), and
+ * IDLE woken by the mailbox_notify bus (test_imap_idle_push.py).  Not
+ * offered: IMAP4rev2, QUOTA, ESORT, SORT=DISPLAY, THREAD=REFS, ACL.
  *
  * One imap_server lives for the daemon's lifetime on the event-loop
  * thread; pochtad owns it (zeroed, then the public fields set) and
@@ -19,7 +23,9 @@
  * is paused; the session's state is touched by one thread at a time.
  * Changes made by other sessions (and by SMTP delivery) are found by
  * asking the store for what changed since the session's last look: at
- * every command, and every IMAP_IDLE_POLL_MS while a client idles. */
+ * every command, and while a client idles whenever the mailbox_notify bus
+ * (core/mailbox_notify.h) says the selected mailbox changed; a 30 s
+ * safety poll catches changes made by other processes. */
 #ifndef POCHTA_IMAP_IMAP_SERVER_H
 #define POCHTA_IMAP_IMAP_SERVER_H
 

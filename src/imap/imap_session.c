@@ -22,8 +22,10 @@
 #define IMAP_RESP_LINE_MAX 12288
 /* How much input is taken from the connection per step. */
 #define PULL_CHUNK (256 * 1024)
-/* IDLE: how often the selected mailbox is looked at for changes. */
-#define IMAP_IDLE_POLL_MS 500
+/* IDLE: changes made in this process (SMTP delivery, other sessions)
+ * arrive through the mailbox_notify bus at once; this slow poll only
+ * catches those of other processes (the pochta command). */
+#define IMAP_IDLE_SAFETY_POLL_MS 30000
 /* RFC 9051 5.4 asks for at least 30 minutes only once logged in; before
  * that an idle connection is only holding a slot. */
 #define IMAP_PREAUTH_TIMEOUT 180
@@ -37,6 +39,8 @@ static unsigned session_timeout(const struct imap_session *s)
 
 static void process_input(struct imap_session *s);
 static void command_done(struct imap_session *s);
+static void watch_update(struct imap_session *s);
+static void changes_signal(struct imap_session *s);
 
 /* ---- output ------------------------------------------------------------ */
 
@@ -129,7 +133,7 @@ const char *imap_store_code(int rc)
 
 void imap_capabilities(const struct imap_session *s, sbuf *out)
 {
-    sbuf_puts(out, "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE");
+    sbuf_puts(out, "IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID ENABLE IDLE");
     if (s->state == IS_NOTAUTH) {
         if (!conn_is_tls(s->c) && s->srv->tls) sbuf_puts(out, " STARTTLS");
         if (imap_login_allowed(s)) sbuf_puts(out, " AUTH=PLAIN AUTH=LOGIN");
@@ -138,6 +142,8 @@ void imap_capabilities(const struct imap_session *s, sbuf *out)
     }
     sbuf_puts(out, " NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN LIST-EXTENDED SPECIAL-USE UTF8=ACCEPT ESEARCH CONDSTORE");
     sbuf_puts(out, " CREATE-SPECIAL-USE LIST-STATUS STATUS=SIZE");
+    sbuf_printf(out, " MULTIAPPEND BINARY APPENDLIMIT=%llu SEARCHRES QRESYNC"
+                     " SORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES", (unsigned long long)imap_append_limit(s));
 }
 
 /* ---- jobs ---------------------------------------------------------------- */
@@ -186,6 +192,8 @@ static void job_done(void *p)
         else job_submit(s);
         return;
     }
+    changes_signal(s);
+    watch_update(s);
     if (s->phase == IP_BUSY) s->phase = IP_COMMAND;
     if (s->phase == IP_COMMAND) command_done(s);
     imap_resume(s);
@@ -223,6 +231,7 @@ static void session_free(struct imap_session *s)
     srv->nsessions--;
     connlimit_release(srv->limits, s->ip);
     imap_auth_cleanup(s);
+    mailbox_watch_stop(&s->watch);
     if (s->idle_timer) event_free(s->idle_timer);
     if (s->sel) imap_view_free(s->sel);
     free(s->fetch_set);
@@ -237,7 +246,7 @@ static void session_free(struct imap_session *s)
 
 bool imap_session_reap(struct imap_session *s)
 {
-    if (s->phase != IP_CLOSED || s->jobs > 0 || s->auth_delay || s->idle_polling) return false;
+    if (s->phase != IP_CLOSED || s->jobs > 0 || s->idle_polling) return false;
     if (s->store) {
         /* SQLite may checkpoint on close: not on the loop. */
         struct release_job *j = xcalloc(1, sizeof *j);
@@ -258,6 +267,7 @@ static void on_close(conn *c, void *ud, const char *why)
     log_info("session=%s disconnect from [%s] (%s)%s%s", s->id, s->ip, why,
              s->login ? " user=" : "", s->login ? s->login : "");
     s->phase = IP_CLOSED;
+    mailbox_watch_stop(&s->watch);
     if (s->idle_timer) {
         event_free(s->idle_timer);
         s->idle_timer = NULL;
@@ -287,9 +297,13 @@ static void on_read(conn *c, void *ud)
     process_input(ud);
 }
 
+static void idle_poll_start(struct imap_session *s);
+
 static void on_drain(conn *c, void *ud)
 {
     struct imap_session *s = ud;
+    /* An IDLE wake-up held back while the client was not reading. */
+    if (s->phase == IP_IDLE && s->notified && !s->idle_polling) idle_poll_start(s);
     if (!s->waiting_drain || s->phase == IP_CLOSED) return;
     s->waiting_drain = false;
     if (s->phase == IP_BUSY && s->job_more) job_submit(s);
@@ -457,6 +471,16 @@ static void cmd_enable(struct imap_session *s)
         } else if (c->len == 9 && ascii_ncasecmp(c->data, "CONDSTORE", 9) == 0) {
             if (!s->condstore) sbuf_puts(&s->out, " CONDSTORE");
             s->condstore = true;
+        } else if (c->len == 9 && ascii_ncasecmp(c->data, "IMAP4rev2", 9) == 0) {
+            /* RFC 9051 2.3.1.1 / Appendix E */
+            if (!s->rev2) sbuf_puts(&s->out, " IMAP4rev2");
+            s->rev2 = true;
+            s->utf8 = true;
+        } else if (c->len == 7 && ascii_ncasecmp(c->data, "QRESYNC", 7) == 0) {
+            /* RFC 7162 3.2.3: implies CONDSTORE. */
+            if (!s->qresync) sbuf_puts(&s->out, " QRESYNC");
+            s->qresync = true;
+            s->condstore = true;
         }
     }
     sbuf_puts(&s->out, "\r\n");
@@ -469,7 +493,45 @@ static void noop_job(struct imap_session *s)
     imap_tagged(s, "OK", "%s completed", s->cmd.name == IMAP_CMD_CHECK ? "CHECK" : "NOOP");
 }
 
-/* ---- IDLE (RFC 2177) ------------------------------------------------------ */
+/* ---- change notification and IDLE (RFC 2177) --------------------------- */
+
+/* A command of this session may have changed mailboxes of its user: wake
+ * the user's other sessions (this one sees its own changes itself).  The
+ * whole user is signalled because COPY, MOVE and APPEND name a second
+ * mailbox; only that user's sessions are looked at. */
+static void changes_signal(struct imap_session *s)
+{
+    if (!s->login) return;
+    switch (s->cmd.name) {
+    case IMAP_CMD_APPEND: case IMAP_CMD_STORE: case IMAP_CMD_COPY: case IMAP_CMD_MOVE:
+    case IMAP_CMD_EXPUNGE: case IMAP_CMD_CLOSE: case IMAP_CMD_FETCH: case IMAP_CMD_DELETE:
+    case IMAP_CMD_RENAME:
+        mailbox_notify_signal(s->login, NULL, s);
+        return;
+    default:
+        return;
+    }
+}
+
+static void on_mailbox_changed(void *ud)
+{
+    struct imap_session *s = ud;
+    s->notified = true;
+    if (s->phase == IP_IDLE && !s->idle_polling) idle_poll_start(s);
+}
+
+/* Watch the selected mailbox, whatever the last job selected (loop). */
+static void watch_update(struct imap_session *s)
+{
+    if (s->sel && s->login && s->phase != IP_CLOSED) {
+        if (!mailbox_watch_is(&s->watch, s->login, s->sel->name)) {
+            mailbox_watch_start(&s->watch, s->login, s->sel->name, on_mailbox_changed, s);
+            s->notified = false;
+        }
+    } else {
+        mailbox_watch_stop(&s->watch);
+    }
+}
 
 static void idle_poll_work(void *p)
 {
@@ -497,16 +559,24 @@ static void idle_poll_done(void *p)
         return;
     }
     process_input(s);      /* DONE may have arrived meanwhile */
+    /* A change signalled while the store was read: look again. */
+    if (s->phase == IP_IDLE && s->notified && !s->idle_polling && !s->quitting) idle_poll_start(s);
+}
+
+static void idle_poll_start(struct imap_session *s)
+{
+    if (s->phase != IP_IDLE || s->idle_polling || !s->sel || s->quitting) return;
+    /* Output not drained: the client is not reading; do not pile up more
+     * (the flag stays set, the safety poll retries). */
+    if (conn_output_len(s->c) > CONN_OUTPUT_HIGH) return;
+    s->notified = false;
+    s->idle_polling = true;
+    workpool_submit(s->srv->pool, idle_poll_work, idle_poll_done, s);
 }
 
 static void idle_tick(evutil_socket_t fd, short what, void *p)
 {
-    struct imap_session *s = p;
-    if (s->phase != IP_IDLE || s->idle_polling || !s->sel) return;
-    /* Output not drained: the client is not reading; do not pile up more. */
-    if (conn_output_len(s->c) > CONN_OUTPUT_HIGH) return;
-    s->idle_polling = true;
-    workpool_submit(s->srv->pool, idle_poll_work, idle_poll_done, s);
+    idle_poll_start(p);
 }
 
 static void cmd_idle(struct imap_session *s)
@@ -514,14 +584,19 @@ static void cmd_idle(struct imap_session *s)
     imap_send(s, "+ idling\r\n");
     imap_hold_tag(s);
     s->phase = IP_IDLE;
+    if (!s->sel) return;       /* nothing to report outside a mailbox */
+    watch_update(s);
     if (!s->idle_timer) s->idle_timer = event_new(s->srv->base, -1, EV_PERSIST, idle_tick, s);
-    struct timeval tv = { 0, IMAP_IDLE_POLL_MS * 1000 };
+    struct timeval tv = { IMAP_IDLE_SAFETY_POLL_MS / 1000, (IMAP_IDLE_SAFETY_POLL_MS % 1000) * 1000 };
     event_add(s->idle_timer, &tv);
+    /* Changed since this session last looked (signalled between commands):
+     * poll from the loop, not here, where s->out is still being sent. */
+    if (s->notified) event_active(s->idle_timer, EV_TIMEOUT, 1);
 }
 
 static void idle_line(struct imap_session *s, const char *line, size_t len)
 {
-    event_del(s->idle_timer);
+    if (s->idle_timer) event_del(s->idle_timer);
     s->phase = IP_COMMAND;
     if (imap_is_done(line, len)) {
         imap_tagged(s, "OK", "IDLE terminated");
@@ -576,6 +651,10 @@ static void dispatch(struct imap_session *s)
         if (s->state != IS_SELECTED) break;
         if (c->name == IMAP_CMD_FETCH) imap_cmd_fetch(s);
         else imap_dispatch_selected(s);
+        return;
+    case IMAP_CMD_SORT: case IMAP_CMD_THREAD:
+        if (s->state != IS_SELECTED) break;
+        imap_cmd_sort(s);
         return;
     default:
         imap_client_error(s, "Command not supported");
@@ -705,6 +784,13 @@ static void scan_error(struct imap_session *s)
     sbuf_free(&tag);
 }
 
+static bool mentions_save(const char *p, size_t n)
+{
+    for (size_t i = 0; i + 4 <= n; i++)
+        if (ascii_ncasecmp(p + i, "SAVE", 4) == 0) return true;
+    return false;
+}
+
 static void command_input(struct imap_session *s)
 {
     int r;
@@ -727,6 +813,9 @@ static void command_input(struct imap_session *s)
     unsigned flags = s->utf8 ? IMAP_PARSE_UTF8 : 0;
     memset(&s->cmd, 0, sizeof s->cmd);
     if (imap_parse_command(in_ptr(s), s->cmd_len, &s->lim, flags, &s->arena, &s->cmd, &err) < 0) {
+        /* RFC 5182 2.1: a SEARCH with SAVE that fails empties "$". */
+        if (s->cmd.name == IMAP_CMD_SEARCH && s->sel && mentions_save(in_ptr(s), s->cmd_len))
+            imap_saved_clear(s->sel);
         if (s->cmd.tag) {
             if (err.code) imap_client_error(s, "[%s] %s", err.code, err.text);
             else imap_client_error(s, "%s", err.text);

@@ -42,24 +42,9 @@ static void login_job(struct imap_session *s)
 
 /* ---- password check -------------------------------------------------------- */
 
-static void finish_failure(struct imap_session *s)
+static struct auth_guard guard_of(const struct imap_session *s)
 {
-    s->phase = IP_COMMAND;
-    imap_tagged(s, "NO", "[AUTHENTICATIONFAILED] Authentication failed");
-    imap_command_finished(s);
-    imap_resume(s);
-}
-
-static void delay_done(evutil_socket_t fd, short what, void *p)
-{
-    struct imap_session *s = p;
-    event_free(s->auth_delay);
-    s->auth_delay = NULL;
-    if (s->phase == IP_CLOSED) {
-        imap_session_reap(s);
-        return;
-    }
-    finish_failure(s);
+    return (struct auth_guard){ s->srv->pool, s->srv->base, s->srv->failures, s->srv->cfg };
 }
 
 static void checked(int result, const char *user, void *ctx)
@@ -71,10 +56,7 @@ static void checked(int result, const char *user, void *ctx)
         imap_session_reap(s);
         return;
     }
-    char safe[300];
-    log_safe(user, strlen(user), safe, sizeof safe);
     if (result == 1) {
-        auth_failures_clear(s->srv->failures, s->ip);
         char *login = ascii_lower(xstrdup(user));
         unsigned same = 0;
         for (struct imap_session *o = s->srv->sessions; o; o = o->next)
@@ -94,24 +76,13 @@ static void checked(int result, const char *user, void *ctx)
         imap_run_job(s, login_job);
         return;
     }
-    if (result < 0) {
-        s->phase = IP_COMMAND;
+    s->phase = IP_COMMAND;
+    if (result < 0)
         imap_tagged(s, "NO", "[UNAVAILABLE] Authentication temporarily unavailable, try again later");
-        imap_command_finished(s);
-        imap_resume(s);
-        return;
-    }
-    time_t now = time(NULL);
-    auth_failures_record(s->srv->failures, s->ip, now);
-    unsigned n = auth_failures_count(s->srv->failures, s->ip, now, cfg->auth_failure_window);
-    log_info("session=%s auth failed user=%s from [%s] (%u recent failures)", s->id, safe, s->ip, n);
-    if (cfg->auth_failure_delay == 0) {
-        finish_failure(s);
-        return;
-    }
-    struct timeval tv = { (time_t)(cfg->auth_failure_delay * (n > 10 ? 10 : n)), 0 };
-    s->auth_delay = evtimer_new(s->srv->base, delay_done, s);
-    evtimer_add(s->auth_delay, &tv);
+    else
+        imap_tagged(s, "NO", "[AUTHENTICATIONFAILED] Authentication failed");
+    imap_command_finished(s);
+    imap_resume(s);
 }
 
 static void start_check(struct imap_session *s, const char *user, const char *password)
@@ -119,19 +90,19 @@ static void start_check(struct imap_session *s, const char *user, const char *pa
     s->phase = IP_BUSY;
     s->jobs++;
     conn_pause(s->c);
-    auth_async_verify(s->srv->pool, user, password, checked, s);
+    struct auth_guard g = guard_of(s);
+    auth_guard_check(&g, s->id, s->ip, user, password, checked, s);
 }
 
 /* Checks common to LOGIN and AUTHENTICATE; false after replying. */
 static bool may_try(struct imap_session *s)
 {
-    const config *cfg = s->srv->cfg;
     if (!imap_login_allowed(s)) {
         imap_tagged(s, "NO", PLAINTEXT_REFUSED);
         return false;
     }
-    if (auth_failures_count(s->srv->failures, s->ip, time(NULL), cfg->auth_failure_window)
-        >= cfg->auth_max_failures) {
+    struct auth_guard g = guard_of(s);
+    if (!auth_guard_allows(&g, s->ip)) {
         log_info("session=%s login refused from [%s]: too many failures", s->id, s->ip);
         imap_tagged(s, "NO", "[UNAVAILABLE] Too many authentication failures from your address, try again later");
         return false;
@@ -166,10 +137,6 @@ void imap_auth_cleanup(struct imap_session *s)
         OPENSSL_cleanse(s->sasl_user, strlen(s->sasl_user));
         free(s->sasl_user);
         s->sasl_user = NULL;
-    }
-    if (s->auth_delay) {
-        event_free(s->auth_delay);
-        s->auth_delay = NULL;
     }
 }
 

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "core/mailbox_notify.h"
 #include "core/sbuf.h"
 #include "imap/imap_parse.h"
 #include "imap/imap_server.h"
@@ -63,6 +64,9 @@ struct imap_view {
     char **keywords;            /* the mailbox's keyword names by slot */
     size_t nkeywords;
     size_t nexpunged;           /* marked expunged, not yet reported */
+    uint32_t *saved;            /* SEARCHRES (RFC 5182) "$": uids, ascending;
+                                 * lives and dies with the selection */
+    size_t nsaved;
 };
 
 struct imap_session;
@@ -82,10 +86,13 @@ struct imap_session {
     unsigned errors;
 
     /* ENABLE (RFC 5161) */
-    bool utf8;                  /* UTF8=ACCEPT or IMAP4rev2: names in UTF-8 */
-    bool rev2;
+    bool utf8;                  /* UTF8=ACCEPT: names and strings in UTF-8 */
     bool condstore;             /* RFC 7162 3.1: a CONDSTORE-enabling command
                                  * was seen: untagged FETCH carries MODSEQ */
+    bool qresync;               /* RFC 7162 3.2: ENABLE QRESYNC: expunges are
+                                 * reported as VANISHED */
+    bool rev2;                  /* ENABLE IMAP4rev2 (RFC 9051): UTF-8 names,
+                                 * no \Recent, SEARCH answered by ESEARCH */
     bool login_tls;             /* for the login log line (set on the loop) */
 
     char *login;                /* authenticated address, lower case */
@@ -117,15 +124,18 @@ struct imap_session {
     size_t fetch_n;
     bool fetch_failed;          /* some message could not be read */
     bool fetch_gone;            /* some message was expunged meanwhile */
+    bool fetch_unknown_cte;     /* BINARY of an encoding we cannot undo */
 
     /* AUTHENTICATE */
     enum imap_sasl_step sasl_step;
     char *sasl_user;
-    struct event *auth_delay;
 
-    /* IDLE */
+    /* IDLE: woken by the mailbox_notify bus; the timer is only the slow
+     * safety poll for changes made by other processes. */
     struct event *idle_timer;
     bool idle_polling;
+    struct mailbox_watch watch;   /* the selected mailbox (loop thread) */
+    bool notified;              /* a change was signalled since the last look */
 };
 
 /* ---- imap_session.c ---- */
@@ -169,6 +179,8 @@ void imap_dispatch_mailbox(struct imap_session *s);   /* SELECT .. APPEND */
  * STORE or SEARCH). */
 void imap_sync(struct imap_session *s, bool allow_expunge);
 void imap_view_free(struct imap_view *v);
+/* Is uid in the saved search result "$"? */
+bool imap_view_saved_has(const struct imap_view *v, uint32_t uid);
 /* Sequence number of uid in the view (1-based) or 0. */
 uint32_t imap_view_seq(const struct imap_view *v, uint32_t uid);
 /* The untagged FETCH for a flag change: "* n FETCH (UID u FLAGS (...)
@@ -190,11 +202,29 @@ bool imap_name_ok(const char *name);
 int imap_parse_flags(const struct imap_strlist *l, bool allow_recent, unsigned *flags, char ***kw,
                      size_t *nkw, const char **bad);
 void imap_keywords_free(char **kw, size_t n);
+/* RFC 7889 APPENDLIMIT: the largest message APPEND takes (the literal
+ * limit, imap_max_literal). */
+uint64_t imap_append_limit(const struct imap_session *s);
 /* Forget a session's \Recent claims (never needed: kept per process). */
 void imap_recent_free(struct imap_server *srv);
 
+/* QRESYNC (RFC 7162 3.2.5, 3.2.6): "* VANISHED (EARLIER) ..." for the uids
+ * in ranges r[0..nr) (normalized uid ranges) expunged after modseq since
+ * and not in the view; nothing when there are none. */
+void imap_put_vanished_earlier(struct imap_session *s, const struct imap_range *r, size_t nr, uint64_t since);
+/* "1:3,7" from uids (ranges of consecutive ones, order kept). */
+void imap_put_uid_list(sbuf *out, const uint32_t *u, size_t n);
+
 /* ---- imap_session_msg.c ---- */
 void imap_dispatch_selected(struct imap_session *s); /* STORE COPY MOVE EXPUNGE SEARCH CLOSE ... */
+/* Indices into the view (ascending) of the messages matching root;
+ * malloc'd, *n of them. */
+size_t *imap_search_indices(struct imap_session *s, const struct imap_search *root, size_t *n);
+/* SORT and THREAD (imap_session_sort.c) */
+void imap_cmd_sort(struct imap_session *s);
+/* Empty the saved search result "$" (RFC 5182 2.1: after a failed
+ * SEARCH ... SAVE). */
+void imap_saved_clear(struct imap_view *v);
 /* Resolve a sequence set (or UID set with uid) against the view into a
  * list of sequence numbers (ascending, malloc'd); *n may be 0. */
 uint32_t *imap_resolve_set(const struct imap_session *s, const struct imap_seqset *set, bool uid,

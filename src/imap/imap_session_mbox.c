@@ -92,8 +92,21 @@ void imap_view_free(struct imap_view *v)
     if (!v) return;
     free(v->name);
     free(v->msgs);
+    free(v->saved);
     store_strings_free(v->keywords, v->nkeywords);
     free(v);
+}
+
+bool imap_view_saved_has(const struct imap_view *v, uint32_t uid)
+{
+    size_t lo = 0, hi = v->nsaved;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (v->saved[mid] == uid) return true;
+        if (v->saved[mid] < uid) lo = mid + 1;
+        else hi = mid;
+    }
+    return false;
 }
 
 static size_t view_index(const struct imap_view *v, uint32_t uid, bool *found)
@@ -231,8 +244,20 @@ static void send_expunges(struct imap_session *s)
 {
     struct imap_view *v = s->sel;
     if (v->nexpunged == 0) return;
-    for (size_t i = v->n; i-- > 0;)
-        if (v->msgs[i].expunged) imap_send(s, "* %zu EXPUNGE\r\n", i + 1);
+    if (s->qresync) {
+        /* RFC 7162 3.2.10: VANISHED instead of EXPUNGE once enabled. */
+        uint32_t *u = xcalloc(v->nexpunged, sizeof *u);
+        size_t k = 0;
+        for (size_t i = 0; i < v->n && k < v->nexpunged; i++)
+            if (v->msgs[i].expunged) u[k++] = v->msgs[i].uid;
+        imap_send(s, "* VANISHED ");
+        imap_put_uid_list(&s->out, u, k);
+        imap_send(s, "\r\n");
+        free(u);
+    } else {
+        for (size_t i = v->n; i-- > 0;)
+            if (v->msgs[i].expunged) imap_send(s, "* %zu EXPUNGE\r\n", i + 1);
+    }
     size_t w = 0;
     for (size_t i = 0; i < v->n; i++)
         if (!v->msgs[i].expunged) v->msgs[w++] = v->msgs[i];
@@ -306,7 +331,9 @@ void imap_sync(struct imap_session *s, bool allow_expunge)
     store_msglist_free(&l);
 
     if (v->n > old_n) {
-        uint32_t floor = recent_claim(s, v->name, v->uidvalidity, v->msgs[v->n - 1].uid, !v->readonly);
+        /* IMAP4rev2 has no \Recent (RFC 9051 Appendix E). */
+        uint32_t floor = s->rev2 ? UINT32_MAX
+                                 : recent_claim(s, v->name, v->uidvalidity, v->msgs[v->n - 1].uid, !v->readonly);
         size_t recent = 0;
         for (size_t i = old_n; i < v->n; i++)
             if ((v->msgs[i].recent = v->msgs[i].uid > floor)) recent++;
@@ -322,17 +349,111 @@ void imap_sync(struct imap_session *s, bool allow_expunge)
     }
 }
 
+/* ---- QRESYNC (RFC 7162 3.2) ---------------------------------------------------- */
+
+struct uid_ranges {
+    sbuf *out;
+    bool any;
+};
+
+static void range_put(struct uid_ranges *u, uint32_t lo, uint32_t hi)
+{
+    if (!u->any) {
+        sbuf_puts(u->out, "* VANISHED (EARLIER) ");
+        u->any = true;
+    } else {
+        sbuf_putc(u->out, ',');
+    }
+    if (lo == hi) sbuf_printf(u->out, "%u", lo);
+    else sbuf_printf(u->out, "%u:%u", lo, hi);
+}
+
+void imap_put_vanished_earlier(struct imap_session *s, const struct imap_range *r, size_t nr, uint64_t since)
+{
+    struct imap_view *v = s->sel;
+    uint32_t *gone = NULL;
+    size_t ngone = 0;
+    bool complete = true;
+    char err[256];
+    if (nr == 0) return;
+    if (store_vanished(s->store, v->name, since, &gone, &ngone, &complete, err, sizeof err) < 0) {
+        log_error("session=%s VANISHED for %s: %s", s->id, v->name, err);
+        return;
+    }
+    struct uid_ranges u = { &s->out, false };
+    if (complete) {
+        for (size_t i = 0; i < ngone;) {
+            bool found;
+            if (!imap_ranges_contains(r, nr, gone[i]) || (view_index(v, gone[i], &found), found)) {
+                i++;
+                continue;
+            }
+            size_t j = i;
+            while (j + 1 < ngone && gone[j + 1] == gone[j] + 1 && imap_ranges_contains(r, nr, gone[j + 1]) &&
+                   (view_index(v, gone[j + 1], &found), !found))
+                j++;
+            range_put(&u, gone[i], gone[j]);
+            i = j + 1;
+        }
+    } else {
+        /* The store forgot some expunges (index rebuilt): every uid the
+         * client may know that is not here now (RFC 7162 3.2.5.2). */
+        size_t k = 0;
+        for (size_t i = 0; i < nr; i++) {
+            uint64_t cur = r[i].lo;
+            while (k < v->n && v->msgs[k].uid < r[i].lo) k++;
+            for (; k < v->n && v->msgs[k].uid <= r[i].hi; k++) {
+                if (v->msgs[k].uid > cur) range_put(&u, (uint32_t)cur, v->msgs[k].uid - 1);
+                cur = (uint64_t)v->msgs[k].uid + 1;
+            }
+            if (cur <= r[i].hi) range_put(&u, (uint32_t)cur, r[i].hi);
+        }
+    }
+    if (u.any) sbuf_puts(&s->out, "\r\n");
+    free(gone);
+}
+
+/* SELECT/EXAMINE (QRESYNC (...)) with a matching UIDVALIDITY: what the
+ * client missed since its modseq, VANISHED first, then the changed
+ * messages' flags; limited to its known uids when it gave them. */
+static void qresync_select(struct imap_session *s)
+{
+    const struct imap_command *c = &s->cmd;
+    struct imap_view *v = s->sel;
+    uint32_t top = v->uidnext > 1 ? v->uidnext - 1 : 0;
+    if (v->n && v->msgs[v->n - 1].uid > top) top = v->msgs[v->n - 1].uid;
+    if (top == 0) return;
+    struct imap_range *r;
+    size_t nr;
+    if (c->qr_has_known_uids) {
+        r = xcalloc(c->qr_known_uids.n ? c->qr_known_uids.n : 1, sizeof *r);
+        nr = imap_seqset_normalize(&c->qr_known_uids, top, r);
+    } else {
+        r = xcalloc(1, sizeof *r);
+        r[0] = (struct imap_range){ 1, top };
+        nr = 1;
+    }
+    imap_put_vanished_earlier(s, r, nr, c->qr_modseq);
+    for (size_t i = 0; i < v->n; i++) {
+        const struct imap_msg *m = &v->msgs[i];
+        if (m->modseq <= c->qr_modseq || !imap_ranges_contains(r, nr, m->uid)) continue;
+        imap_put_flag_fetch(s, (uint32_t)(i + 1), m, true, false);
+    }
+    free(r);
+}
+
 /* ---- SELECT / EXAMINE ------------------------------------------------------------ */
 
 static void select_job(struct imap_session *s)
 {
     const char *name = s->cmd.mailbox;
     bool examine = s->cmd.name == IMAP_CMD_EXAMINE;
-    if (s->cmd.qresync) {
-        imap_tagged(s, "BAD", "QRESYNC is not supported");
+    if (s->cmd.qresync && !s->qresync) {
+        /* RFC 7162 3.2.5 */
+        imap_tagged(s, "BAD", "QRESYNC parameter needs ENABLE QRESYNC first");
         return;
     }
-    if (s->cmd.condstore) s->condstore = true;
+    if (s->cmd.condstore || s->cmd.qresync) s->condstore = true;
     if (s->sel) {
         /* RFC 9051 6.3.2: a failed SELECT leaves no mailbox selected. */
         imap_view_free(s->sel);
@@ -366,13 +487,16 @@ static void select_job(struct imap_session *s)
 
     size_t recent = 0;
     if (v->n) {
-        uint32_t floor = recent_claim(s, name, v->uidvalidity, v->msgs[v->n - 1].uid, !examine);
+        uint32_t floor = s->rev2 ? UINT32_MAX
+                                 : recent_claim(s, name, v->uidvalidity, v->msgs[v->n - 1].uid, !examine);
         for (size_t i = 0; i < v->n; i++)
             if ((v->msgs[i].recent = v->msgs[i].uid > floor)) recent++;
     }
     put_flags_responses(s);
-    imap_send(s, "* %zu EXISTS\r\n* %zu RECENT\r\n", v->n, recent);
-    for (size_t i = 0; i < v->n; i++) {
+    imap_send(s, "* %zu EXISTS\r\n", v->n);
+    /* RFC 9051 6.3.2: neither RECENT nor [UNSEEN] in IMAP4rev2. */
+    if (!s->rev2) imap_send(s, "* %zu RECENT\r\n", recent);
+    for (size_t i = 0; i < v->n && !s->rev2; i++) {
         if (!(v->msgs[i].flags & STORE_SEEN)) {
             imap_send(s, "* OK [UNSEEN %zu] First unseen\r\n", i + 1);
             break;
@@ -383,6 +507,7 @@ static void select_job(struct imap_session *s)
     /* RFC 7162 3.1.2.1: every SELECT/EXAMINE of a mailbox with
      * persistent mod-sequences. */
     imap_send(s, "* OK [HIGHESTMODSEQ %llu] Highest\r\n", (unsigned long long)v->hms);
+    if (s->cmd.qresync && s->cmd.qr_uidvalidity == v->uidvalidity) qresync_select(s);
     imap_tagged(s, "OK", "[%s] %s completed", examine ? "READ-ONLY" : "READ-WRITE",
                 examine ? "EXAMINE" : "SELECT");
 }
@@ -718,6 +843,7 @@ static int status_line(struct imap_session *s, const char *name, unsigned atts, 
     ITEM(IMAP_STATUS_DELETED, "DELETED %u", st.deleted);
     ITEM(IMAP_STATUS_SIZE, "SIZE %llu", (unsigned long long)st.size);
     ITEM(IMAP_STATUS_HIGHESTMODSEQ, "HIGHESTMODSEQ %llu", (unsigned long long)st.highestmodseq);
+    ITEM(IMAP_STATUS_APPENDLIMIT, "APPENDLIMIT %llu", (unsigned long long)imap_append_limit(s));
 #undef ITEM
     sbuf_puts(&s->out, ")\r\n");
     return 0;
@@ -733,6 +859,10 @@ static void status_job(struct imap_session *s)
 {
     int rc = STORE_ENOENT;
     if (s->cmd.status_atts & IMAP_STATUS_HIGHESTMODSEQ) s->condstore = true;
+    if (s->rev2 && (s->cmd.status_atts & IMAP_STATUS_RECENT)) {
+        imap_tagged(s, "BAD", "No STATUS RECENT in IMAP4rev2");
+        return;
+    }
     if (imap_name_ok(s->cmd.mailbox)) status_line(s, s->cmd.mailbox, s->cmd.status_atts, &rc);
     imap_sync(s, true);
     if (rc < 0) imap_tagged(s, "NO", "%s", imap_store_code(rc));
@@ -788,6 +918,27 @@ int imap_parse_flags(const struct imap_strlist *l, bool allow_recent, unsigned *
     return 0;
 }
 
+uint64_t imap_append_limit(const struct imap_session *s)
+{
+    return s->lim.literal_max;
+}
+
+/* One message of an APPEND, checked before anything is stored. */
+struct append_item {
+    unsigned flags;
+    char **kw;
+    size_t nkw;
+};
+
+static void append_items_free(struct append_item *it, size_t n)
+{
+    for (size_t i = 0; i < n; i++) imap_keywords_free(it[i].kw, it[i].nkw);
+    free(it);
+}
+
+/* APPEND, and MULTIAPPEND (RFC 3502): every message is checked first and
+ * the stored ones are removed again if a later one fails, so the command
+ * appends all of its messages or none (RFC 3502 3). */
 static void append_job(struct imap_session *s)
 {
     const struct imap_command *c = &s->cmd;
@@ -807,46 +958,71 @@ static void append_job(struct imap_session *s)
         imap_tagged(s, "NO", "%s", imap_store_code(rc));
         return;
     }
-    sbuf uids = SBUF_INIT;
-    for (size_t i = 0; i < c->nmsgs && rc == 0; i++) {
+    struct append_item *items = xcalloc(c->nmsgs ? c->nmsgs : 1, sizeof *items);
+    for (size_t i = 0; i < c->nmsgs; i++) {
         const struct imap_append_msg *m = &c->msgs[i];
-        unsigned flags;
-        char **kw;
-        size_t nkw;
         const char *bad;
         if (m->utf8 && !s->utf8) {
             /* RFC 6855 4: the UTF8 data item needs ENABLE UTF8=ACCEPT. */
             imap_tagged(s, "BAD", "APPEND UTF8 needs ENABLE UTF8=ACCEPT");
-            sbuf_free(&uids);
+            append_items_free(items, i);
             return;
         }
         if (m->data.len == 0) {
             imap_tagged(s, "NO", "Empty message refused");
-            sbuf_free(&uids);
+            append_items_free(items, i);
             return;
         }
-        if (imap_parse_flags(&m->flags, true, &flags, &kw, &nkw, &bad) < 0) {
+        if (m->data.len > imap_append_limit(s)) {
+            /* RFC 7889 4 */
+            imap_tagged(s, "NO", "[TOOBIG] Message larger than APPENDLIMIT");
+            append_items_free(items, i);
+            return;
+        }
+        if (imap_parse_flags(&m->flags, true, &items[i].flags, &items[i].kw, &items[i].nkw, &bad) < 0) {
             imap_tagged(s, "BAD", "%s", bad);
-            sbuf_free(&uids);
+            append_items_free(items, i);
             return;
         }
-        uint32_t uid = 0;
-        rc = store_append(s->store, name, m->data.data, m->data.len, flags, (const char *const *)kw, nkw,
-                          m->has_date ? m->date : time(NULL), &uid, err, sizeof err);
-        imap_keywords_free(kw, nkw);
-        if (rc == 0) sbuf_printf(&uids, "%s%u", uids.len ? "," : "", uid);
     }
+    uint32_t *uids = xcalloc(c->nmsgs ? c->nmsgs : 1, sizeof *uids);
+    size_t done = 0;
+    for (; done < c->nmsgs && rc == 0; done++) {
+        const struct imap_append_msg *m = &c->msgs[done];
+        rc = store_append(s->store, name, m->data.data, m->data.len, items[done].flags,
+                          (const char *const *)items[done].kw, items[done].nkw,
+                          m->has_date ? m->date : time(NULL), &uids[done], err, sizeof err);
+        if (rc < 0) break;
+    }
+    append_items_free(items, c->nmsgs);
     if (rc < 0) {
         if (rc == STORE_EIO) log_error("session=%s APPEND to %s: %s", s->id, name, err);
+        if (done > 0) {
+            char err2[256];
+            if (store_expunge(s->store, name, uids, done, NULL, NULL, err2, sizeof err2) < 0)
+                log_error("session=%s MULTIAPPEND to %s: could not take back %zu messages: %s", s->id, name,
+                          done, err2);
+        }
+        free(uids);
         imap_sync(s, true);
         imap_tagged(s, "NO", "%s", imap_store_code(rc));
-        sbuf_free(&uids);
         return;
     }
-    log_info("session=%s APPEND user=%s mailbox uid %s", s->id, s->login, uids.data);
+    sbuf set = SBUF_INIT;
+    for (size_t i = 0; i < done; i++) {
+        /* Consecutive uids as ranges: "5:7" (RFC 4315 uid-set). */
+        size_t j = i;
+        while (j + 1 < done && uids[j + 1] == uids[j] + 1) j++;
+        if (set.len) sbuf_putc(&set, ',');
+        if (j > i) sbuf_printf(&set, "%u:%u", uids[i], uids[j]);
+        else sbuf_printf(&set, "%u", uids[i]);
+        i = j;
+    }
+    free(uids);
+    log_info("session=%s APPEND user=%s mailbox uid %s", s->id, s->login, set.data);
     imap_sync(s, true);
-    imap_tagged(s, "OK", "[APPENDUID %u %s] APPEND completed", st.uidvalidity, uids.data);
-    sbuf_free(&uids);
+    imap_tagged(s, "OK", "[APPENDUID %u %s] APPEND completed", st.uidvalidity, set.data);
+    sbuf_free(&set);
 }
 
 /* ---- dispatch --------------------------------------------------------------------------------- */

@@ -17,7 +17,13 @@ uint32_t *imap_resolve_set(const struct imap_session *s, const struct imap_seqse
     const struct imap_view *v = s->sel;
     *n = 0;
     uint32_t *out = xcalloc(v->n ? v->n : 1, sizeof *out);
-    if (set->saved || v->n == 0 || set->n == 0) return out;
+    if (set->saved) {
+        /* RFC 5182 2.1: "$" is the saved uids, as numbers of the command's kind. */
+        for (size_t i = 0; i < v->n; i++)
+            if (imap_view_saved_has(v, v->msgs[i].uid)) out[(*n)++] = (uint32_t)(i + 1);
+        return out;
+    }
+    if (v->n == 0 || set->n == 0) return out;
     struct imap_range *r = xcalloc(set->n, sizeof *r);
     uint32_t max = uid ? v->msgs[v->n - 1].uid : (uint32_t)v->n;
     size_t nr = imap_seqset_normalize(set, max, r);
@@ -64,7 +70,6 @@ int imap_load_msg(struct imap_session *s, uint32_t uid, sbuf *out)
 
 /* ---- STORE ------------------------------------------------------------------- */
 
-static void put_uid_list(sbuf *out, const uint32_t *u, size_t n);
 
 static void store_job(struct imap_session *s)
 {
@@ -142,7 +147,7 @@ static void store_job(struct imap_session *s)
     imap_sync(s, c->uid);
     if (nfailed) {
         sbuf set = SBUF_INIT;
-        put_uid_list(&set, failed, nfailed);
+        imap_put_uid_list(&set, failed, nfailed);
         imap_tagged(s, "OK", "[MODIFIED %s] Conditional STORE failed for some messages", set.data);
         sbuf_free(&set);
     } else if (gone && !c->uid) {
@@ -157,7 +162,7 @@ static void store_job(struct imap_session *s)
 
 /* "1:3,7" from ascending-or-not uids (kept in the given order, as
  * COPYUID pairs source and destination by position). */
-static void put_uid_list(sbuf *out, const uint32_t *u, size_t n)
+void imap_put_uid_list(sbuf *out, const uint32_t *u, size_t n)
 {
     for (size_t i = 0; i < n;) {
         size_t j = i;
@@ -220,9 +225,9 @@ static void copy_job(struct imap_session *s)
     sbuf code = SBUF_INIT;
     if (w) {
         sbuf_printf(&code, "[COPYUID %u ", uidv);
-        put_uid_list(&code, uids, w);
+        imap_put_uid_list(&code, uids, w);
         sbuf_putc(&code, ' ');
-        put_uid_list(&code, nuids, w);
+        imap_put_uid_list(&code, nuids, w);
         sbuf_puts(&code, "] ");
     }
     if (move) {
@@ -257,7 +262,8 @@ static int expunge_deleted(struct imap_session *s, const struct imap_seqset *set
     for (size_t i = 0; i < v->n; i++) {
         const struct imap_msg *m = &v->msgs[i];
         if (m->expunged || !(m->flags & STORE_DELETED)) continue;
-        if (set && !imap_ranges_contains(r, nr, m->uid)) continue;
+        if (set && (set->saved ? !imap_view_saved_has(v, m->uid) : !imap_ranges_contains(r, nr, m->uid)))
+            continue;
         uids[nu++] = m->uid;
     }
     free(r);
@@ -323,42 +329,15 @@ static int search_load(void *ctx, const char **data, size_t *len)
     return 0;
 }
 
-static void search_job(struct imap_session *s)
+size_t *imap_search_indices(struct imap_session *s, const struct imap_search *root, size_t *n)
 {
-    const struct imap_command *c = &s->cmd;
     struct imap_view *v = s->sel;
-    if (c->search.ret & IMAP_SEARCHRET_SAVE) {
-        /* SEARCHRES (RFC 5182) is not offered. */
-        imap_tagged(s, "BAD", "RETURN (SAVE) is not supported");
-        return;
-    }
-    if (c->search.has_charset && s->utf8) {
-        /* RFC 6855 3: after ENABLE UTF8=ACCEPT, SEARCH takes no CHARSET. */
-        imap_tagged(s, "BAD", "No CHARSET after ENABLE UTF8=ACCEPT");
-        return;
-    }
-    if (c->search.has_charset) {
-        const struct imap_str *cs = &c->search.charset;
-        bool ok = (cs->len == 8 && ascii_ncasecmp(cs->data, "US-ASCII", 8) == 0) ||
-                  (cs->len == 5 && ascii_ncasecmp(cs->data, "UTF-8", 5) == 0);
-        if (!ok) {
-            imap_tagged(s, "NO", "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
-            return;
-        }
-    }
-    /* New flags from other sessions matter to the result. */
-    imap_sync(s, c->uid);
     struct search_load ld = { s, 0, SBUF_INIT };
-    uint32_t *hits = xcalloc(v->n ? v->n : 1, sizeof *hits);
-    size_t nh = 0;
+    size_t *idx = xcalloc(v->n ? v->n : 1, sizeof *idx);
+    *n = 0;
     time_t now = time(NULL);
     const char **kwn = xcalloc(v->nkeywords ? v->nkeywords : 1, sizeof *kwn);
     uint32_t max_uid = v->n ? v->msgs[v->n - 1].uid : 0;
-    /* RFC 7162 3.1.5: a MODSEQ search reports the highest mod-sequence
-     * of the messages found. */
-    bool modseq = imap_search_uses_modseq(c->search.root);
-    if (modseq) s->condstore = true;
-    uint64_t top_modseq = 0;
     for (size_t i = 0; i < v->n; i++) {
         const struct imap_msg *m = &v->msgs[i];
         if (m->expunged) continue;
@@ -369,31 +348,100 @@ static void search_job(struct imap_session *s)
             .seq = (uint32_t)(i + 1), .uid = m->uid, .max_seq = (uint32_t)v->n, .max_uid = max_uid,
             .flags = m->flags, .recent = m->recent, .keywords = kwn, .nkeywords = nk,
             .internaldate = m->internaldate, .size = m->size, .modseq = m->modseq, .now = now,
-            .load = search_load, .load_ctx = &ld,
+            .load = search_load, .load_ctx = &ld, .in_saved = imap_view_saved_has(v, m->uid),
         };
         ld.uid = m->uid;
-        int r = imap_search_match(c->search.root, &sm);
+        int r = imap_search_match(root, &sm);
         imap_search_msg_done(&sm);
-        if (r != 1) continue;
-        hits[nh++] = c->uid ? m->uid : (uint32_t)(i + 1);
-        if (m->modseq > top_modseq) top_modseq = m->modseq;
+        if (r == 1) idx[(*n)++] = i;
     }
     free(kwn);
     sbuf_free(&ld.buf);
-    if (c->search.has_return) {
+    return idx;
+}
+
+static void search_job(struct imap_session *s)
+{
+    const struct imap_command *c = &s->cmd;
+    struct imap_view *v = s->sel;
+    bool save = c->search.ret & IMAP_SEARCHRET_SAVE;
+    if (s->rev2 && imap_search_uses_recent(c->search.root)) {
+        if (save) imap_saved_clear(v);
+        imap_tagged(s, "BAD", "No RECENT, NEW or OLD in IMAP4rev2");
+        return;
+    }
+    if (c->search.has_charset && s->utf8 && !s->rev2) {
+        /* RFC 6855 3: after ENABLE UTF8=ACCEPT, SEARCH takes no CHARSET. */
+        if (save) imap_saved_clear(v);
+        imap_tagged(s, "BAD", "No CHARSET after ENABLE UTF8=ACCEPT");
+        return;
+    }
+    if (c->search.has_charset) {
+        const struct imap_str *cs = &c->search.charset;
+        bool ok = (cs->len == 8 && ascii_ncasecmp(cs->data, "US-ASCII", 8) == 0) ||
+                  (cs->len == 5 && ascii_ncasecmp(cs->data, "UTF-8", 5) == 0);
+        if (!ok) {
+            if (save) imap_saved_clear(v);
+            imap_tagged(s, "NO", "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
+            return;
+        }
+    }
+    /* New flags from other sessions matter to the result. */
+    imap_sync(s, c->uid);
+    /* RFC 7162 3.1.5: a MODSEQ search reports the highest mod-sequence
+     * of the messages found. */
+    bool modseq = imap_search_uses_modseq(c->search.root);
+    if (modseq) s->condstore = true;
+    /* "$" in the search is the result saved before this command: it is
+     * replaced only after the matching. */
+    size_t nh = 0;
+    size_t *idx = imap_search_indices(s, c->search.root, &nh);
+    uint32_t *hits = xcalloc(nh ? nh : 1, sizeof *hits);
+    uint32_t *hit_uids = xcalloc(nh ? nh : 1, sizeof *hit_uids);
+    uint64_t top_modseq = 0;
+    for (size_t k = 0; k < nh; k++) {
+        const struct imap_msg *m = &v->msgs[idx[k]];
+        hit_uids[k] = m->uid;
+        hits[k] = c->uid ? m->uid : (uint32_t)(idx[k] + 1);
+        if (m->modseq > top_modseq) top_modseq = m->modseq;
+    }
+    free(idx);
+    if (save) {
+        free(v->saved);
+        v->saved = hit_uids;
+        v->nsaved = nh;
+        /* RFC 5182 2.4: with MIN and/or MAX but neither ALL nor COUNT,
+         * only those are saved. */
+        unsigned r = c->search.ret;
+        if ((r & (IMAP_SEARCHRET_MIN | IMAP_SEARCHRET_MAX)) && !(r & (IMAP_SEARCHRET_ALL | IMAP_SEARCHRET_COUNT)) &&
+            nh > 0) {
+            size_t k = 0;
+            uint32_t lo = hit_uids[0], hi = hit_uids[nh - 1];
+            if (r & IMAP_SEARCHRET_MIN) v->saved[k++] = lo;
+            if ((r & IMAP_SEARCHRET_MAX) && !(k && hi == lo)) v->saved[k++] = hi;
+            v->nsaved = k;
+        }
+        hit_uids = NULL;
+    } else {
+        free(hit_uids);
+    }
+    /* RFC 5182 2.1: SAVE alone returns no ESEARCH. */
+    bool quiet = save && (c->search.ret & ~IMAP_SEARCHRET_SAVE) == 0;
+    /* IMAP4rev2 answers every SEARCH with ESEARCH (RFC 9051 7.3.4). */
+    if ((c->search.has_return || s->rev2) && !quiet) {
         /* RFC 4731 ESEARCH form, asked for with RETURN (...). */
-        unsigned ret = c->search.ret ? c->search.ret : IMAP_SEARCHRET_ALL;
+        unsigned ret = c->search.ret & ~IMAP_SEARCHRET_SAVE ? c->search.ret : IMAP_SEARCHRET_ALL;
         imap_send(s, "* ESEARCH (TAG \"%s\")%s", c->tag, c->uid ? " UID" : "");
         if (nh && (ret & IMAP_SEARCHRET_MIN)) imap_send(s, " MIN %u", hits[0]);
         if (nh && (ret & IMAP_SEARCHRET_MAX)) imap_send(s, " MAX %u", hits[nh - 1]);
         if (nh && (ret & IMAP_SEARCHRET_ALL)) {
             imap_send(s, " ALL ");
-            put_uid_list(&s->out, hits, nh);
+            imap_put_uid_list(&s->out, hits, nh);
         }
         if (ret & IMAP_SEARCHRET_COUNT) imap_send(s, " COUNT %zu", nh);
         if (modseq && nh) imap_send(s, " MODSEQ %llu", (unsigned long long)top_modseq);
         imap_send(s, "\r\n");
-    } else {
+    } else if (!quiet) {
         imap_send(s, "* SEARCH");
         for (size_t i = 0; i < nh; i++) imap_send(s, " %u", hits[i]);
         if (modseq && nh) imap_send(s, " (MODSEQ %llu)", (unsigned long long)top_modseq);
@@ -404,6 +452,13 @@ static void search_job(struct imap_session *s)
 }
 
 /* ---- dispatch --------------------------------------------------------------------------- */
+
+void imap_saved_clear(struct imap_view *v)
+{
+    free(v->saved);
+    v->saved = NULL;
+    v->nsaved = 0;
+}
 
 void imap_dispatch_selected(struct imap_session *s)
 {

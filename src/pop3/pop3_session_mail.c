@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/mailbox_notify.h"
 #include "core/util.h"
 #include "pop3/pop3_session_int.h"
 
@@ -272,6 +273,8 @@ static void update_done(void *p)
     struct pop3_session *s = j->s;
     s->jobs--;
     pop3_unlock(s);
+    /* IMAP sessions idling on this INBOX learn of the expunge now. */
+    if (j->nexpunged > 0) mailbox_notify_signal(s->login, "INBOX", NULL);
     if (j->rc < 0)
         log_error("session=%s UPDATE failed for %s: %s", s->id, s->login, j->err);
     else

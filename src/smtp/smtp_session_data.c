@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/mailbox_notify.h"
 #include "core/util.h"
 #include "net/tls.h"
 #include "smtp/smtp_delivery.h"
@@ -95,6 +96,11 @@ static void job_done(void *p)
     struct smtp_session *s = j->s;
     int status = j->d.status;
     unsigned delivered = j->d.delivered, queued = j->d.queued;
+    /* Wake IMAP sessions idling on the new mail (even after a partial
+     * failure: some copies may be in place). */
+    for (size_t i = 0; delivered && i < j->d.nrcpts; i++)
+        for (size_t k = 0; k < j->rcpts[i].ndests; k++)
+            if (j->rcpts[i].dests[k].local) mailbox_notify_signal(j->rcpts[i].dests[k].address, "INBOX", NULL);
     free(j->rcpts);
     free(j);
     if (s->phase == PH_CLOSED) {

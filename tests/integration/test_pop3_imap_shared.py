@@ -6,7 +6,7 @@ import poplib
 import pytest
 
 from pochtatest import close_instance, new_instance, tls_client_context
-from test_imap import connect, ensure_imap_conf, imap_ports
+from test_imap import Raw, connect, ensure_imap_conf, imap_ports
 from test_pop3 import PASSWORD, deliver, ensure_pop3_conf, new_user, pop3_ports
 
 
@@ -89,3 +89,26 @@ def test_imap_expunge_is_gone_for_pop3_and_flags_do_not_hide_mail(inst):
     resp, lines, _ = p.retr(1)
     assert b"\r\n".join(lines) + b"\r\n" == second, "a \\Seen message is still served by POP3"
     p.quit()
+
+
+def test_rfc2177_idle_sees_a_pop3_deletion_at_once(inst):
+    user = new_user(inst, "idle")
+    deliver(inst, user)
+    deliver(inst, user)
+    r = Raw(inst, tls=True)
+    _, t = r.cmd("L1", 'LOGIN "%s" "%s"' % (user, PASSWORD))
+    assert t.startswith(b"L1 OK"), t
+    _, t = r.cmd("S1", "SELECT INBOX")
+    assert t.startswith(b"S1 OK"), t
+    r.send(b"I1 IDLE\r\n")
+    assert r.line().startswith(b"+"), "no IDLE continuation"
+    p = pop3(inst, user)
+    p.dele(1)
+    p.quit()
+    # The 30 s safety poll is far away: only the change notification can
+    # deliver the EXPUNGE this quickly.
+    r.sock.settimeout(3)
+    assert r.line() == b"* 1 EXPUNGE"
+    r.send(b"DONE\r\n")
+    _, t = r.until("I1")
+    assert t.startswith(b"I1 OK"), t

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -12,6 +13,7 @@
 #include "core/sbuf.h"
 #include "imap/imap_parse.h"
 #include "imap/imap_search.h"
+#include "imap/imap_sort.h"
 #include "store/store.h"
 
 static const char MSG[] =
@@ -248,6 +250,121 @@ static void test_rfc5322_header_date(void **state)
     assert_int_equal(imap_search_header_date(v, strlen(v), &d), -1);
 }
 
+/* ---- SORT and THREAD helpers (RFC 5256; imap_sort.c) ---------------------------- */
+
+static void check_base(const char *in, const char *want, bool want_reply)
+{
+    bool reply = !want_reply;
+    char *got = imap_base_subject(in, &reply);
+    assert_string_equal(got, want);
+    assert_true(reply == want_reply);
+    free(got);
+}
+
+static void test_rfc5256_2_1_base_subject(void **state)
+{
+    (void)state;
+    check_base("Hello", "Hello", false);
+    check_base("Re: Hello", "Hello", true);
+    check_base("RE:  re: Fwd: Hello", "Hello", true);
+    check_base("Re[2]: Hello", "Hello", true);
+    check_base("[list] Re: Hello (fwd)", "Hello", true);
+    check_base("[list] Hello", "Hello", false);          /* (4): a blob before text goes */
+    check_base("[only a blob]", "[only a blob]", false); /* ... unless nothing is left */
+    check_base("[Fwd: Re: Hello]", "Hello", true);       /* (6) */
+    check_base("Hello\t  world  ", "Hello world", false); /* (1) */
+    check_base("Reply to this", "Reply to this", false);  /* "re" needs its colon */
+    check_base("", "", false);
+    check_base(NULL, "", false);
+}
+
+static void test_rfc5322_sent_date_with_zone(void **state)
+{
+    (void)state;
+    time_t t;
+    const char *v = "Mon, 7 Feb 1994 21:52:25 -0800";
+    assert_int_equal(imap_parse_sent_date(v, strlen(v), &t), 0);
+    assert_int_equal(t, 760686745);          /* 1994-02-08 05:52:25 UTC */
+    v = "7 Feb 94 21:52 GMT";
+    assert_int_equal(imap_parse_sent_date(v, strlen(v), &t), 0);
+    assert_int_equal(t, 760657920);
+    v = "Thu, 02 Jan 2020 09:00:00 EST (comment)";
+    assert_int_equal(imap_parse_sent_date(v, strlen(v), &t), 0);
+    assert_int_equal(t, 1577973600);         /* 14:00 UTC */
+    v = "Thu, 02 Jan 2020";
+    assert_int_equal(imap_parse_sent_date(v, strlen(v), &t), -1);
+    v = "yesterday";
+    assert_int_equal(imap_parse_sent_date(v, strlen(v), &t), -1);
+}
+
+static void test_msgids(void **state)
+{
+    (void)state;
+    char **ids = NULL;
+    size_t n = 0;
+    const char *v = "<a@x>\r\n <b@\r\n y> junk <> <c@z>";
+    imap_msgids(v, strlen(v), &ids, &n);
+    assert_int_equal(n, 3);
+    assert_string_equal(ids[0], "a@x");
+    assert_string_equal(ids[1], "b@y");
+    assert_string_equal(ids[2], "c@z");
+    for (size_t i = 0; i < n; i++) free(ids[i]);
+    free(ids);
+}
+
+static void thread_msg(struct imap_sort_msg *m, uint32_t num, time_t sent, const char *subj, bool reply,
+                       const char *id, const char *const *refs, size_t nrefs)
+{
+    memset(m, 0, sizeof *m);
+    m->num = m->seq = num;
+    m->sent = m->arrival = sent;
+    m->subject = subj;
+    m->reply = reply;
+    m->message_id = id;
+    m->refs = refs;
+    m->nrefs = nrefs;
+}
+
+static void test_rfc5256_3_references_loops_and_duplicates(void **state)
+{
+    (void)state;
+    /* 1 and 2 name each other as parents (a loop); 3 repeats 1's id. */
+    static const char *const r1[] = { "b" }, *const r2[] = { "a" }, *const r4[] = { "x", "y", "a" };
+    struct imap_sort_msg m[4];
+    thread_msg(&m[0], 1, 10, "s", false, "a", r1, 1);
+    thread_msg(&m[1], 2, 20, "t", false, "b", r2, 1);
+    thread_msg(&m[2], 3, 30, "u", false, "a", NULL, 0);
+    thread_msg(&m[3], 4, 40, "s", true, "d", r4, 3);
+    sbuf out = SBUF_INIT;
+    imap_thread_references(m, 4, &out);
+    /* Whatever the loop and the duplicate id, no link is made that would
+     * lose a message or loop forever: each appears exactly once. */
+    assert_non_null(out.data);
+    /* every message appears exactly once */
+    for (int k = 1; k <= 4; k++) {
+        char num[4];
+        snprintf(num, sizeof num, "%d", k);
+        size_t hits = 0;
+        for (const char *p = out.data; (p = strstr(p, num)); p++) hits++;
+        assert_int_equal(hits, 1);
+    }
+    sbuf_free(&out);
+}
+
+static void test_rfc5256_3_orderedsubject_format(void **state)
+{
+    (void)state;
+    struct imap_sort_msg m[4];
+    thread_msg(&m[0], 1, 40, "b", false, NULL, NULL, 0);
+    thread_msg(&m[1], 2, 10, "a", false, NULL, NULL, 0);
+    thread_msg(&m[2], 3, 20, "B", false, NULL, NULL, 0);
+    thread_msg(&m[3], 4, 30, "a", false, NULL, NULL, 0);
+    sbuf out = SBUF_INIT;
+    imap_thread_orderedsubject(m, 4, &out);
+    assert_string_equal(out.data, "(2 4)(3 1)");
+    sbuf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -260,6 +377,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_content_loaded_lazily_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_needs_content, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rfc5322_header_date, setup, teardown),
+        cmocka_unit_test(test_rfc5256_2_1_base_subject),
+        cmocka_unit_test(test_rfc5322_sent_date_with_zone),
+        cmocka_unit_test(test_msgids),
+        cmocka_unit_test(test_rfc5256_3_references_loops_and_duplicates),
+        cmocka_unit_test(test_rfc5256_3_orderedsubject_format),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
