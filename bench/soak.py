@@ -239,6 +239,8 @@ def tls_ctx():
 class Conn:
     def __init__(self, r, w, timeout):
         self.r, self.w, self.timeout = r, w, timeout
+        self.last = b"(nothing sent)"
+        self.got = collections.deque(maxlen=4)     # last lines received, for errors
 
     @classmethod
     async def open(cls, port, src="127.0.0.1", tls=False, timeout=30):
@@ -248,7 +250,13 @@ class Conn:
         return cls(r, w, timeout)
 
     async def line(self):
-        ln = await asyncio.wait_for(self.r.readline(), self.timeout)
+        try:
+            ln = await asyncio.wait_for(self.r.readline(), self.timeout)
+        except asyncio.TimeoutError:
+            raise Proto("no reply within %ss after sending %r (local port %s); last received %r" % (
+                self.timeout, self.last[:80], self.w.get_extra_info("sockname")[1],
+                list(self.got))) from None
+        self.got.append(ln[:100])
         if not ln:
             raise Proto("connection closed by the server")
         return ln
@@ -257,6 +265,7 @@ class Conn:
         return await asyncio.wait_for(self.r.readexactly(n), self.timeout)
 
     async def send(self, data):
+        self.last = data
         self.w.write(data)
         await asyncio.wait_for(self.w.drain(), self.timeout)
 

@@ -3,8 +3,10 @@
 #include <crypt.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +41,7 @@ static const char schema[] =
 
 struct accounts {
     sqlite3 *db;
-    sqlite3_stmt *st_user;      /* SELECT hash FROM users WHERE address = ? */
+    sqlite3_stmt *st_user;      /* SELECT hash, quota FROM users WHERE address = ? */
     sqlite3_stmt *st_targets;   /* SELECT target FROM aliases WHERE source = ? */
     struct crypt_data *cd;      /* 32 KiB scratch for crypt_r, kept per handle */
 };
@@ -83,7 +85,7 @@ accounts *accounts_open(const char *path, bool create, char *err, size_t errlen)
         return NULL;
     }
     /* Preparing the lookups also proves the schema is there. */
-    if (sqlite3_prepare_v2(a->db, "SELECT hash FROM users WHERE address = ?1", -1, &a->st_user, NULL) != SQLITE_OK ||
+    if (sqlite3_prepare_v2(a->db, "SELECT hash, quota FROM users WHERE address = ?1", -1, &a->st_user, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(a->db, "SELECT target FROM aliases WHERE source = ?1 ORDER BY target", -1,
                            &a->st_targets, NULL) != SQLITE_OK) {
         set_err(err, errlen, "account database %s is not initialised: %s", path, sqlite3_errmsg(a->db));
@@ -104,6 +106,36 @@ void accounts_close(accounts *a)
         free(a->cd);
     }
     free(a);
+}
+
+/* A pthread key (not _Thread_local) so the handle is closed when the
+ * thread exits. */
+static pthread_key_t thread_key;
+static pthread_once_t thread_once = PTHREAD_ONCE_INIT;
+
+static void thread_handle_close(void *p)
+{
+    accounts_close(p);
+}
+
+static void thread_key_make(void)
+{
+    if (pthread_key_create(&thread_key, thread_handle_close) != 0) abort();
+}
+
+accounts *accounts_thread_handle(void)
+{
+    pthread_once(&thread_once, thread_key_make);
+    accounts *a = pthread_getspecific(thread_key);
+    if (a) return a;
+    char err[256];
+    a = accounts_open("accounts.db", false, err, sizeof err);
+    if (!a) {
+        log_warn("cannot open the account database: %s", err);
+        return NULL;
+    }
+    pthread_setspecific(thread_key, a);
+    return a;
 }
 
 /* ---- addresses --------------------------------------------------------- */
@@ -246,8 +278,8 @@ int accounts_user_passwd(accounts *a, const char *address, const char *password,
 }
 
 /* Lower-cased address in; 1 / 0 / -1.  With hash_out, the stored hash is
- * copied out (heap) when the user exists. */
-static int lookup_user(accounts *a, const char *addr, char **hash_out)
+ * copied out (heap) when the user exists; with quota_out, the quota. */
+static int lookup_user_quota(accounts *a, const char *addr, char **hash_out, uint64_t *quota_out)
 {
     sqlite3_stmt *st = a->st_user;
     sqlite3_reset(st);
@@ -260,6 +292,10 @@ static int lookup_user(accounts *a, const char *addr, char **hash_out)
             const unsigned char *h = sqlite3_column_text(st, 0);
             *hash_out = xstrdup(h ? (const char *)h : "");
         }
+        if (quota_out) {
+            sqlite3_int64 q = sqlite3_column_int64(st, 1);
+            *quota_out = q > 0 ? (uint64_t)q : 0;
+        }
     } else if (s == SQLITE_DONE) {
         rc = 0;
     } else {
@@ -268,6 +304,46 @@ static int lookup_user(accounts *a, const char *addr, char **hash_out)
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return rc;
+}
+
+static int lookup_user(accounts *a, const char *addr, char **hash_out)
+{
+    return lookup_user_quota(a, addr, hash_out, NULL);
+}
+
+int accounts_user_quota_get(accounts *a, const char *address, uint64_t *bytes)
+{
+    char *addr = lowered(address);
+    uint64_t q = 0;
+    int rc = lookup_user_quota(a, addr, NULL, &q);
+    free(addr);
+    if (rc == 1 && bytes) *bytes = q;
+    return rc;
+}
+
+int accounts_user_quota_set(accounts *a, const char *address, uint64_t bytes, char *err, size_t errlen)
+{
+    /* SQLite integers are signed 64-bit. */
+    if (bytes > (uint64_t)INT64_MAX) {
+        set_err(err, errlen, "quota too large");
+        return -1;
+    }
+    char *addr = lowered(address);
+    sqlite3_stmt *st = NULL;
+    int n = -1;
+    if (sqlite3_prepare_v2(a->db, "UPDATE users SET quota = ?2 WHERE address = ?1", -1, &st, NULL)
+        != SQLITE_OK) {
+        db_err(a, err, errlen, "prepare");
+    } else {
+        sqlite3_bind_text(st, 1, addr, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)bytes);
+        if (sqlite3_step(st) == SQLITE_DONE) n = sqlite3_changes(a->db);
+        else db_err(a, err, errlen, "write");
+    }
+    sqlite3_finalize(st);
+    if (n == 0) set_err(err, errlen, "no such user %s", addr);
+    free(addr);
+    return n > 0 ? 0 : -1;
 }
 
 int accounts_user_exists(accounts *a, const char *address)

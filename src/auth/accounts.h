@@ -6,6 +6,9 @@
  *   users(address PRIMARY KEY, hash, created, quota)
  *       address: full "local@domain", lower-cased (ASCII)
  *       hash:    a crypt(3) string; new ones are yescrypt ("$y$")
+ *       quota:   storage limit in BYTES over all of the user's mailboxes
+ *                (sum of message sizes, as store_quota_usage() counts
+ *                them); 0 = unlimited
  *   aliases(source, target, PRIMARY KEY(source, target))
  *       source:  full address, or "@domain" for a catch-all
  *       target:  any address, local or remote, user or another alias
@@ -24,6 +27,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct accounts accounts;
 
@@ -32,6 +36,11 @@ typedef struct accounts accounts;
  * Returns NULL with a message in err on failure. */
 accounts *accounts_open(const char *path, bool create, char *err, size_t errlen);
 void accounts_close(accounts *a);
+/* The calling thread's own handle on "accounts.db" in the current
+ * directory (pochtad's data directory), opened on first use and closed
+ * when the thread exits; for worker threads.  NULL (logged) when the
+ * database cannot be opened.  Never pass it to accounts_close(). */
+accounts *accounts_thread_handle(void);
 
 /* Return 0, or -1 with err ("already exists", "no such user", a bad
  * address, an empty password, a database error...).  The address must be
@@ -42,6 +51,11 @@ int accounts_user_del(accounts *a, const char *address, char *err, size_t errlen
 int accounts_user_passwd(accounts *a, const char *address, const char *password, char *err, size_t errlen);
 /* 1 exists, 0 does not, -1 database error. */
 int accounts_user_exists(accounts *a, const char *address);
+/* Storage quota in bytes (0 = unlimited), see the schema above.
+ * quota_get: 1 with *bytes set, 0 no such user, -1 database error.
+ * quota_set: 0, or -1 with err ("no such user", too large, database). */
+int accounts_user_quota_get(accounts *a, const char *address, uint64_t *bytes);
+int accounts_user_quota_set(accounts *a, const char *address, uint64_t bytes, char *err, size_t errlen);
 /* Calls cb for every user, sorted by address.  Returns 0 or -1. */
 int accounts_user_list(accounts *a, void (*cb)(const char *address, void *ctx), void *ctx);
 

@@ -5,6 +5,7 @@
  *   pochta [-c CONFIG] alias add SRC TARGET... | alias del SRC [TARGET] | alias list
  *   pochta [-c CONFIG] queue list
  *   pochta [-c CONFIG] config
+ *   pochta [-c CONFIG] rebuild ADDR
  *
  * Every command but init and config reads the configuration, then enters
  * the data directory as the run_as user (core/privdrop.h) before it opens a
@@ -40,11 +41,13 @@
 #include "core/util.h"
 #include "dns/dns.h"
 #include "queue/queue.h"
+#include "store/store.h"
 
 #define DEFAULT_CONFIG "/etc/pochta/pochta.conf"
 #define SYSTEM_USER "pochta"
 #define ACCOUNTS_DB "accounts.db"
 #define QUEUE_DIR "queue"
+#define MAIL_ROOT "mail"
 #define PASSWORD_MAX 1024
 
 extern char **environ;
@@ -78,13 +81,16 @@ static void usage(FILE *out)
         "  user passwd ADDR [--password-stdin]  change a user's password\n"
         "  user del ADDR                        remove a user (the mail files stay)\n"
         "  user list                            list users\n"
+        "  user quota ADDR [SIZE]               show or set the storage limit (e.g. 100M; 0 = unlimited)\n"
         "  alias add SRC TARGET [TARGET ...]    SRC is local@domain or @domain (catch-all)\n"
         "  alias del SRC [TARGET]               without TARGET: every target of SRC\n"
         "  alias list                           list aliases\n"
         "  queue list                           list messages waiting for outbound delivery\n"
         "  queue flush [DOMAIN]                 try every (or DOMAIN's) queued message now\n"
         "  queue retry|hold|release|delete ID   one message: try now, keep back, let go, remove\n"
-        "  config                               print the effective configuration\n");
+        "  config                               print the effective configuration\n"
+        "  rebuild ADDR                         recreate ADDR's mailbox index from its message files\n"
+        "                                       (lost or corrupt index.db; stop pochtad first)\n");
 }
 
 /* ---- passwords ---------------------------------------------------------- */
@@ -231,6 +237,26 @@ static int cmd_user(const config *cfg, int argc, char **argv)
         int rc = accounts_user_list(a, print_line, NULL);
         accounts_close(a);
         return rc < 0 ? fail("listing users failed") : 0;
+    }
+    if (!strcmp(sub, "quota")) {
+        /* user quota ADDR [SIZE]: storage limit in bytes over all of the
+         * user's mailboxes (SIZE like 500k, 100M, 2G; 0 = unlimited);
+         * without SIZE, print the current limit. */
+        uint64_t bytes = 0;
+        if (argc < 2 || argc > 3) return fail("usage: pochta user quota ADDRESS [SIZE] (e.g. 100M, 0 = unlimited)");
+        if (argc == 3 && parse_size(argv[2], &bytes) < 0)
+            return fail("bad size '%s' (e.g. 500k, 100M, 2G; 0 = unlimited)", argv[2]);
+        if (!check_local_address(cfg, argv[1], false)) return 1;
+        accounts *a = open_accounts();
+        if (!a) return 1;
+        char err[512] = "";
+        int rc = argc == 3 ? accounts_user_quota_set(a, argv[1], bytes, err, sizeof err)
+                           : (accounts_user_quota_get(a, argv[1], &bytes) == 1 ? 0 : -1);
+        accounts_close(a);
+        if (rc < 0) return fail("%s", err[0] ? err : "no such user (or database error)");
+        if (bytes) printf("user %s quota %llu bytes\n", argv[1], (unsigned long long)bytes);
+        else printf("user %s quota unlimited\n", argv[1]);
+        return 0;
     }
     bool add = !strcmp(sub, "add"), passwd = !strcmp(sub, "passwd"), del = !strcmp(sub, "del");
     if (!add && !passwd && !del) return fail("unknown user command '%s' (add, passwd, del, list)", sub);
@@ -411,6 +437,25 @@ static int cmd_queue(int argc, char **argv)
     if (queue_list(QUEUE_DIR, queue_cb, &p, err, sizeof err) < 0) return fail("%s", err);
     if (p.rows == 0) printf("queue is empty\n");
     else printf("%u message%s, %u recipient%s\n", p.msgs, p.msgs == 1 ? "" : "s", p.rows, p.rows == 1 ? "" : "s");
+    return 0;
+}
+
+/* ---- rebuild ------------------------------------------------------------ */
+
+/* The recovery for a mailbox whose index.db SQLite reports as corrupt (the
+ * daemon then defers its mail with 451 and refuses its logins): the index is
+ * only a cache of the message files, so store_rebuild() recreates it with
+ * flags, UIDs and UIDVALIDITY kept.  It must be the only user of the index,
+ * hence "stop pochtad first". */
+static int cmd_rebuild(int argc, char **argv)
+{
+    if (argc != 1) return fail("usage: pochta rebuild ADDR");
+    char err[512] = "";
+    int rc = store_rebuild(MAIL_ROOT, argv[0], err, sizeof err);
+    if (rc == STORE_ENOENT || rc == STORE_EINVAL)
+        return fail("%s: no mailbox to rebuild (%s)", argv[0], err);
+    if (rc != 0) return fail("%s: rebuild failed: %s", argv[0], err);
+    printf("%s: index rebuilt from the message files\n", argv[0]);
     return 0;
 }
 
@@ -887,7 +932,8 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(cmd, "init")) return cmd_init(argc - i, argv + i);
-    if (strcmp(cmd, "user") && strcmp(cmd, "alias") && strcmp(cmd, "queue") && strcmp(cmd, "config")) {
+    if (strcmp(cmd, "user") && strcmp(cmd, "alias") && strcmp(cmd, "queue") && strcmp(cmd, "config") &&
+        strcmp(cmd, "rebuild")) {
         fail("unknown command '%s'", cmd);
         usage(stderr);
         return 1;
@@ -914,6 +960,8 @@ int main(int argc, char **argv)
         rc = cmd_user(&cfg, cargc, cargv);
     } else if (!strcmp(cmd, "alias")) {
         rc = cmd_alias(&cfg, cargc, cargv);
+    } else if (!strcmp(cmd, "rebuild")) {
+        rc = cmd_rebuild(cargc, cargv);
     } else {
         rc = cmd_queue(cargc, cargv);
     }

@@ -263,6 +263,15 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    /* The ports accept connections (into the backlog) as soon as they are
+     * bound, so a supervisor may signal us before the loop's handlers
+     * exist: hold SIGTERM/SIGINT/SIGHUP pending until they do. */
+    sigset_t held, previous;
+    sigemptyset(&held);
+    sigaddset(&held, SIGTERM);
+    sigaddset(&held, SIGINT);
+    sigaddset(&held, SIGHUP);
+    sigprocmask(SIG_BLOCK, &held, &previous);
     log_init("pochtad", LOG_INFO);
     umask(027);
 
@@ -383,6 +392,9 @@ int main(int argc, char **argv)
         sigs[i] = evsignal_new(base, signums[i], on_signal, base);
         event_add(sigs[i], NULL);
     }
+    /* Worker threads started above keep the signals blocked, so they
+     * reach the loop's handlers; a signal held since start-up runs now. */
+    sigprocmask(SIG_SETMASK, &previous, NULL);
     log_info("pochtad %s started as uid %d, hostname %s, %zu local domain(s), data in %s",
              "0.1.0", (int)geteuid(), cfg.hostname, cfg.ndomains, cfg.data_dir);
 

@@ -10,8 +10,10 @@
  * (3516), APPENDLIMIT (7889) (test_imap_append.py), SEARCHRES (5182,
  * test_imap_searchres.py), QRESYNC (7162, test_imap_qresync.py), SORT
  * and THREAD=ORDEREDSUBJECT/REFERENCES (5256, test_imap_sort.py), and
- * IDLE woken by the mailbox_notify bus (test_imap_idle_push.py).  Not
- * offered: IMAP4rev2, QUOTA, ESORT, SORT=DISPLAY, THREAD=REFS, ACL.
+ * IDLE woken by the mailbox_notify bus (test_imap_idle_push.py), QUOTA
+ * and QUOTA=RES-STORAGE (9208: one root "" per user, STORAGE only,
+ * SETQUOTA refused, test_quota.py).  Not offered: ESORT, SORT=DISPLAY,
+ * THREAD=REFS, ACL.
  *
  * One imap_server lives for the daemon's lifetime on the event-loop
  * thread; pochtad owns it (zeroed, then the public fields set) and

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth/accounts.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "imap/imap_session_int.h"
@@ -82,7 +83,8 @@ void imap_hold_tag(struct imap_session *s)
 
 static void flush(struct imap_session *s)
 {
-    if (s->out.len == 0) return;
+    /* While a job runs, a worker thread writes s->out: job_done flushes. */
+    if (s->jobs > 0 || s->out.len == 0) return;
     if (s->phase != IP_CLOSED) conn_write(s->c, s->out.data, s->out.len);
     sbuf_reset(&s->out);
 }
@@ -141,7 +143,7 @@ void imap_capabilities(const struct imap_session *s, sbuf *out)
         return;
     }
     sbuf_puts(out, " NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN LIST-EXTENDED SPECIAL-USE UTF8=ACCEPT ESEARCH CONDSTORE");
-    sbuf_puts(out, " CREATE-SPECIAL-USE LIST-STATUS STATUS=SIZE");
+    sbuf_puts(out, " CREATE-SPECIAL-USE LIST-STATUS STATUS=SIZE QUOTA QUOTA=RES-STORAGE");
     sbuf_printf(out, " MULTIAPPEND BINARY APPENDLIMIT=%llu SEARCHRES QRESYNC"
                      " SORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES", (unsigned long long)imap_append_limit(s));
 }
@@ -579,6 +581,101 @@ static void idle_tick(evutil_socket_t fd, short what, void *p)
     idle_poll_start(p);
 }
 
+/* ---- QUOTA (RFC 9208) ------------------------------------------------------ */
+
+/* One quota root per user, named "" (RFC 9208 3.1: every mailbox of the
+ * user shares it), with the STORAGE resource only: the limit comes from
+ * the account (bytes, 0 = unlimited), the usage is the sum of message
+ * sizes over all mailboxes (store_quota_usage).  Both in KiB on the wire. */
+
+/* Worker thread.  0 with *limit (0 = unlimited) and *used, or -1 logged. */
+static int quota_read(struct imap_session *s, uint64_t *limit, uint64_t *used)
+{
+    char err[256] = "";
+    accounts *a = accounts_thread_handle();
+    *limit = 0;
+    *used = 0;
+    if (!a || accounts_user_quota_get(a, s->login, limit) < 0) return -1;
+    if (store_quota_usage(s->store, used, NULL, err, sizeof err) < 0) {
+        log_error("session=%s quota usage: %s", s->id, err);
+        return -1;
+    }
+    return 0;
+}
+
+bool imap_over_quota(struct imap_session *s, uint64_t add)
+{
+    uint64_t limit, used;
+    /* A quota that cannot be read does not refuse mail (logged). */
+    if (quota_read(s, &limit, &used) < 0 || limit == 0) return false;
+    return used + add > limit;
+}
+
+static void put_quota(struct imap_session *s)
+{
+    uint64_t limit, used;
+    if (quota_read(s, &limit, &used) < 0) {
+        imap_tagged(s, "NO", "[UNAVAILABLE] Quota lookup failed, try again later");
+        return;
+    }
+    if (limit == 0) {
+        imap_send(s, "* QUOTA \"\" ()\r\n");
+    } else {
+        /* RFC 9208 5.1: STORAGE in units of 1024 octets; usage rounded
+         * up so a full mailbox never looks below its limit. */
+        imap_send(s, "* QUOTA \"\" (STORAGE %llu %llu)\r\n", (unsigned long long)((used + 1023) / 1024),
+                  (unsigned long long)(limit / 1024));
+    }
+    imap_tagged(s, "OK", "%s completed", s->cmd.name == IMAP_CMD_GETQUOTA ? "GETQUOTA" : "GETQUOTAROOT");
+}
+
+static void getquotaroot_job(struct imap_session *s)
+{
+    const char *name = s->cmd.mailbox;
+    store_status st;
+    char err[256];
+    int rc = imap_name_ok(name) ? store_mailbox_status(s->store, name, &st, err, sizeof err) : STORE_ENOENT;
+    if (rc == STORE_ENOENT) {
+        imap_tagged(s, "NO", "[NONEXISTENT] No such mailbox");
+        return;
+    }
+    if (rc < 0) {
+        imap_tagged(s, "NO", "%s", imap_store_code(rc));
+        return;
+    }
+    sbuf line = SBUF_INIT;
+    sbuf_puts(&line, "* QUOTAROOT ");
+    if (imap_put_mailbox(&line, name, s->utf8) < 0) {
+        sbuf_free(&line);
+        imap_tagged(s, "NO", "Mailbox name cannot be sent");
+        return;
+    }
+    imap_send(s, "%s \"\"\r\n", sbuf_cstr(&line));
+    sbuf_free(&line);
+    put_quota(s);
+}
+
+static void getquota_job(struct imap_session *s)
+{
+    if (s->cmd.str1.len != 0) {
+        imap_tagged(s, "NO", "[NONEXISTENT] No such quota root (the only one is \"\")");
+        return;
+    }
+    put_quota(s);
+}
+
+static void cmd_quota(struct imap_session *s)
+{
+    switch (s->cmd.name) {
+    case IMAP_CMD_GETQUOTAROOT: imap_run_job(s, getquotaroot_job); return;
+    case IMAP_CMD_GETQUOTA: imap_run_job(s, getquota_job); return;
+    default:
+        /* RFC 9208 4.3: limits are the administrator's (pochta user quota). */
+        imap_tagged(s, "NO", "[NOPERM] Quota limits are set by the administrator");
+        return;
+    }
+}
+
 static void cmd_idle(struct imap_session *s)
 {
     imap_send(s, "+ idling\r\n");
@@ -637,6 +734,7 @@ static void dispatch(struct imap_session *s)
         return;
     case IMAP_CMD_ENABLE: cmd_enable(s); return;
     case IMAP_CMD_IDLE: cmd_idle(s); return;
+    case IMAP_CMD_GETQUOTA: case IMAP_CMD_GETQUOTAROOT: case IMAP_CMD_SETQUOTA: cmd_quota(s); return;
     case IMAP_CMD_SELECT: case IMAP_CMD_EXAMINE: case IMAP_CMD_CREATE: case IMAP_CMD_DELETE:
     case IMAP_CMD_RENAME: case IMAP_CMD_SUBSCRIBE: case IMAP_CMD_UNSUBSCRIBE: case IMAP_CMD_LIST:
     case IMAP_CMD_LSUB: case IMAP_CMD_NAMESPACE: case IMAP_CMD_STATUS: case IMAP_CMD_APPEND:

@@ -165,6 +165,10 @@ bool imap_session_reap(struct imap_session *s);
 void imap_capabilities(const struct imap_session *s, sbuf *out);
 /* Store error text into a NO reply. */
 const char *imap_store_code(int rc);
+/* RFC 9208 QUOTA, worker thread: would `add` more bytes take the user over
+ * the STORAGE limit?  false when unlimited or when the quota cannot be
+ * read (logged).  APPEND and COPY answer NO [OVERQUOTA] on true. */
+bool imap_over_quota(struct imap_session *s, uint64_t add);
 
 /* ---- imap_session_auth.c ---- */
 void imap_cmd_login(struct imap_session *s);

@@ -985,6 +985,14 @@ static void append_job(struct imap_session *s)
             return;
         }
     }
+    uint64_t total = 0;
+    for (size_t i = 0; i < c->nmsgs; i++) total += c->msgs[i].data.len;
+    if (imap_over_quota(s, total)) {
+        /* RFC 9208 4.5: nothing of a MULTIAPPEND is kept. */
+        append_items_free(items, c->nmsgs);
+        imap_tagged(s, "NO", "[OVERQUOTA] Quota exceeded");
+        return;
+    }
     uint32_t *uids = xcalloc(c->nmsgs ? c->nmsgs : 1, sizeof *uids);
     size_t done = 0;
     for (; done < c->nmsgs && rc == 0; done++) {

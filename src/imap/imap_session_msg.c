@@ -193,8 +193,12 @@ static void copy_job(struct imap_session *s)
     uint32_t *seqs = imap_resolve_set(s, &c->set, c->uid, &n);
     uint32_t *uids = xcalloc(n ? n : 1, sizeof *uids);
     size_t nu = 0;
+    uint64_t bytes = 0;
     for (size_t i = 0; i < n; i++)
-        if (!v->msgs[seqs[i] - 1].expunged) uids[nu++] = v->msgs[seqs[i] - 1].uid;
+        if (!v->msgs[seqs[i] - 1].expunged) {
+            uids[nu++] = v->msgs[seqs[i] - 1].uid;
+            bytes += v->msgs[seqs[i] - 1].size;
+        }
     bool gone = nu < n;
     free(seqs);
     if (nu == 0) {
@@ -202,6 +206,13 @@ static void copy_job(struct imap_session *s)
         imap_sync(s, c->uid || move);
         if (gone) imap_tagged(s, "NO", "[EXPUNGEISSUED] The messages no longer exist");
         else imap_tagged(s, "OK", "%s completed (nothing to do)", word);
+        return;
+    }
+    /* RFC 9208 4.5: a COPY that would exceed the STORAGE limit fails as a
+     * whole.  MOVE stays inside the one quota root: usage does not grow. */
+    if (!move && imap_over_quota(s, bytes)) {
+        free(uids);
+        imap_tagged(s, "NO", "[OVERQUOTA] Quota exceeded");
         return;
     }
     uint32_t *nuids = xcalloc(nu, sizeof *nuids);

@@ -48,16 +48,63 @@ void smtp_received_header(sbuf *out, const struct smtp_delivery *d, const char *
     sbuf_printf(out, ";\r\n\t%s\r\n", date);
 }
 
+/* ---- quota ---- */
+
+int smtp_quota_usage(const char *address, uint64_t *bytes)
+{
+    char err[256] = "";
+    store_user *u = store_user_open(MAIL_ROOT, address, true, err, sizeof err);
+    int rc = -1;
+    if (u) {
+        rc = store_quota_usage(u, bytes, NULL, err, sizeof err) == 0 ? 0 : -1;
+        store_user_close(u);
+    }
+    if (rc < 0) {
+        char safe[600];
+        log_warn("quota usage of <%s> unknown: %s",
+                 log_safe(address, strlen(address), safe, sizeof safe), err);
+    }
+    return rc;
+}
+
+/* Would `size` more bytes push `address` over its storage quota?  A quota
+ * that cannot be read does not hold mail back (logged): the limit is a
+ * policy, losing or deferring mail for a lookup failure is worse. */
+static bool over_quota(const char *address, uint64_t size, uint64_t *limit, uint64_t *used)
+{
+    accounts *a = accounts_thread_handle();
+    *limit = 0;
+    *used = 0;
+    if (!a || accounts_user_quota_get(a, address, limit) != 1 || *limit == 0) return false;
+    if (smtp_quota_usage(address, used) < 0) return false;
+    return *used + size > *limit;
+}
+
+/* ---- delivery ---- */
+
 struct local_target {
     const char *address;
     const char *for_rcpt;
 };
 
+/* 0 stored, 1 refused for quota (nothing stored), -1 temporary failure. */
 static int deliver_local(struct smtp_delivery *d, const struct local_target *t)
 {
     sbuf prefix = SBUF_INIT;
     sbuf_printf(&prefix, "Return-Path: <%s>\r\n", d->mail_from);
     smtp_received_header(&prefix, d, t->for_rcpt);
+
+    char safe[600], osafe[600];
+    log_safe(t->address, strlen(t->address), safe, sizeof safe);
+    log_safe(t->for_rcpt, strlen(t->for_rcpt), osafe, sizeof osafe);
+    uint64_t size = prefix.len + d->spool_len, limit, used;
+    if (over_quota(t->address, size, &limit, &used)) {
+        log_warn("queue=%s to=<%s> orig_to=<%s> status=refused: over quota "
+                 "(used=%llu size=%llu quota=%llu)", d->qid, safe, osafe,
+                 (unsigned long long)used, (unsigned long long)size, (unsigned long long)limit);
+        sbuf_free(&prefix);
+        return 1;
+    }
 
     char err[256] = "";
     uint32_t uid = 0;
@@ -68,9 +115,6 @@ static int deliver_local(struct smtp_delivery *d, const struct local_target *t)
                            d->arrival, 0, &uid, err, sizeof err);
         store_user_close(u);
     }
-    char safe[600], osafe[600];
-    log_safe(t->address, strlen(t->address), safe, sizeof safe);
-    log_safe(t->for_rcpt, strlen(t->for_rcpt), osafe, sizeof osafe);
     if (rc == 0) {
         log_info("queue=%s to=<%s> orig_to=<%s> status=delivered mailbox=INBOX uid=%u size=%llu",
                  d->qid, safe, osafe, uid, (unsigned long long)(prefix.len + d->spool_len));
@@ -136,7 +180,9 @@ void smtp_delivery_run(struct smtp_delivery *d)
 
     d->status = 0;
     for (size_t i = 0; i < nlocal; i++) {
-        if (deliver_local(d, &local[i]) == 0) d->delivered++;
+        int rc = deliver_local(d, &local[i]);
+        if (rc == 0) d->delivered++;
+        else if (rc > 0) d->over_quota++;
         else d->status = -1;
     }
     if (nremote > 0) {

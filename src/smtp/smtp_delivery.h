@@ -5,7 +5,16 @@
  * Received headers) into the store, and one copy for all remote
  * recipients into the outbound queue.  It returns only when every copy is
  * durable (written, fsync'd, indexed) or when something failed, so the
- * session can answer 250 or 451 truthfully. */
+ * session can answer 250 or 451 truthfully.
+ *
+ * Quota (RFC 9208 STORAGE, limit from accounts_user_quota_get(), usage from
+ * store_quota_usage()): a local copy that would take its user over quota is
+ * not stored and counted in over_quota; the other copies go ahead.  The
+ * session answers 552 5.2.2 when no copy at all was stored or queued and
+ * every refusal was for quota (the usual case: one local recipient);
+ * otherwise the copies that fit are delivered, the refused ones are only
+ * logged ("status=refused: over quota") and the reply is 250, since SMTP
+ * after DATA has one reply for the whole message (no DSN is generated). */
 #ifndef POCHTA_SMTP_DELIVERY_H
 #define POCHTA_SMTP_DELIVERY_H
 
@@ -48,7 +57,13 @@ struct smtp_delivery {
     char err[256];
     unsigned delivered;         /* local copies */
     unsigned queued;            /* remote recipients queued */
+    unsigned over_quota;        /* local copies refused: user over quota */
 };
+
+/* Storage used by a local user (bytes, all mailboxes), for the RCPT-time
+ * quota check.  Opens the user's store (creating it, like delivery does).
+ * 0, or -1 logged.  Any thread; blocks on the store's SQLite index. */
+int smtp_quota_usage(const char *address, uint64_t *bytes);
 
 /* Worker-thread entry point. */
 void smtp_delivery_run(struct smtp_delivery *d);

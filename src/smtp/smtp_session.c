@@ -16,6 +16,7 @@
 #include "net/tls.h"
 #include "queue/queue_runner.h"
 #include "smtp/smtp_address.h"
+#include "smtp/smtp_delivery.h"
 #include "smtp/smtp_reply.h"
 #include "smtp/smtp_session_int.h"
 
@@ -370,6 +371,26 @@ static bool is_local_cb(const char *domain, void *ctx)
     return config_is_local_domain(ctx, domain);
 }
 
+/* RFC 9208 / RFC 3463 X.2.2: a recipient whose every local mailbox is
+ * already at or over its storage quota is refused now, with a temporary
+ * code (mail may be deleted).  Expansions with a remote target or a
+ * mailbox with room go ahead; the worker then drops the full copies (see
+ * smtp_delivery.h).  1 full, 0 not, -1 lookup error.  Runs on the loop:
+ * one account lookup per destination, and a store index query only for
+ * users that have a quota. */
+static int rcpt_mailbox_full(struct smtp_session *s, const struct account_dest *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!d[i].local) return 0;
+        uint64_t limit = 0, used = 0;
+        int rc = accounts_user_quota_get(s->srv->acc, d[i].address, &limit);
+        if (rc < 0) return -1;
+        if (rc == 0 || limit == 0) return 0;
+        if (smtp_quota_usage(d[i].address, &used) < 0 || used < limit) return 0;
+    }
+    return n > 0;
+}
+
 static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *cmd)
 {
     const config *cfg = s->srv->cfg;
@@ -416,6 +437,19 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *cmd)
         if (n == 0) {
             log_info("session=%s queue=%s reject to=<%s>: unknown user", s->id, s->qid, safe);
             smtp_reply(s, 550, "5.1.1", "<%s>: Recipient address rejected: user unknown", safe);
+            sbuf_free(&addr);
+            return;
+        }
+        int full = rcpt_mailbox_full(s, r.dests, r.ndests);
+        if (full != 0) {
+            if (full < 0) {
+                log_error("session=%s queue=%s quota lookup failed for <%s>", s->id, s->qid, safe);
+                smtp_reply(s, 451, "4.3.0", "Temporary lookup failure");
+            } else {
+                log_info("session=%s queue=%s reject to=<%s>: mailbox full", s->id, s->qid, safe);
+                smtp_reply(s, 452, "4.2.2", "<%s>: Mailbox full", safe);
+            }
+            accounts_dests_free(r.dests, r.ndests);
             sbuf_free(&addr);
             return;
         }

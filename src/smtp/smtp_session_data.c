@@ -95,7 +95,7 @@ static void job_done(void *p)
     struct job *j = p;
     struct smtp_session *s = j->s;
     int status = j->d.status;
-    unsigned delivered = j->d.delivered, queued = j->d.queued;
+    unsigned delivered = j->d.delivered, queued = j->d.queued, over_quota = j->d.over_quota;
     /* Wake IMAP sessions idling on the new mail (even after a partial
      * failure: some copies may be in place). */
     for (size_t i = 0; delivered && i < j->d.nrcpts; i++)
@@ -112,7 +112,12 @@ static void job_done(void *p)
         return;
     }
     s->phase = PH_COMMAND;
-    if (status == 0) {
+    if (status == 0 && delivered == 0 && queued == 0 && over_quota > 0) {
+        /* Nothing was stored: the only copies would not fit (RFC 3463
+         * X.2.2), permanent for a message of this size. */
+        log_info("session=%s queue=%s refused: mailbox full", s->id, s->qid);
+        smtp_reply(s, 552, "5.2.2", "Mailbox full: message exceeds the recipient's storage quota");
+    } else if (status == 0) {
         s->messages++;
         log_info("session=%s queue=%s accepted: delivered=%u queued=%u", s->id, s->qid,
                  delivered, queued);

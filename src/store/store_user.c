@@ -224,6 +224,13 @@ store_user *store_user_handle(const char *root, const char *address, bool create
     /* WAL + FULL: a commit returns only after the WAL is fsync'd, and readers
      * (IMAP sessions) never block the delivering writer. */
     if (set_wal(u) != 0 || store_exec(u, "PRAGMA synchronous=FULL") != 0) {
+        int ec = sqlite3_errcode(u->db);
+        /* Not rebuilt here: other handles may have the file open.  Say what
+         * the operator can do, as the index is only a cache of the files. */
+        if (!for_rebuild && (ec == SQLITE_NOTADB || ec == SQLITE_CORRUPT))
+            log_error("store %s: index.db is damaged (%s): mail for %s is deferred until "
+                      "'pochta rebuild %s' recreates it from the message files (stop pochtad first)",
+                      u->path, sqlite3_errmsg(u->db), address, address);
         store_dbfail(u, err, errlen, "pragma");
         goto fail;
     }

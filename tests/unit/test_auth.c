@@ -427,6 +427,38 @@ static void failures_bounded_evicting_oldest(void **state)
     auth_failures_free(f);
 }
 
+/* RFC 9208 STORAGE limit: kept in bytes per user, 0 = unlimited; survives
+ * across handles and is case-insensitive on the address like the rest. */
+static void quota_get_set_bytes(void **state)
+{
+    struct fixture *f = *state;
+    char err[256];
+    uint64_t q = 77;
+    assert_int_equal(accounts_user_quota_get(f->a, "nobody@example.test", &q), 0);
+    assert_int_equal(accounts_user_quota_set(f->a, "nobody@example.test", 10, err, sizeof err), -1);
+    assert_non_null(strstr(err, "no such user"));
+
+    assert_int_equal(accounts_user_add(f->a, "quota@example.test", "pw", err, sizeof err), 0);
+    assert_int_equal(accounts_user_quota_get(f->a, "quota@example.test", &q), 1);
+    assert_int_equal(q, 0);
+    assert_int_equal(accounts_user_quota_set(f->a, "Quota@Example.TEST", 104857600, err, sizeof err), 0);
+    assert_int_equal(accounts_user_quota_get(f->a, "quota@example.test", &q), 1);
+    assert_int_equal(q, 104857600);
+    /* Above 32 bits, still exact. */
+    assert_int_equal(accounts_user_quota_set(f->a, "quota@example.test", 5000000000ULL, err, sizeof err), 0);
+    accounts *b = accounts_open(f->path, false, err, sizeof err);
+    assert_non_null(b);
+    assert_int_equal(accounts_user_quota_get(b, "QUOTA@example.test", &q), 1);
+    assert_int_equal(q, 5000000000ULL);
+    accounts_close(b);
+    assert_int_equal(accounts_user_quota_set(f->a, "quota@example.test", UINT64_MAX, err, sizeof err), -1);
+    assert_int_equal(accounts_user_quota_set(f->a, "quota@example.test", 0, err, sizeof err), 0);
+    assert_int_equal(accounts_user_quota_get(f->a, "quota@example.test", &q), 1);
+    assert_int_equal(q, 0);
+    /* The password is untouched by a quota change. */
+    assert_int_equal(accounts_verify_password(f->a, "quota@example.test", "pw"), 1);
+}
+
 int main(void)
 {
     log_init("test_auth", LOG_ERROR);
@@ -448,6 +480,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(resolve_nested_and_duplicates, setup, teardown),
         cmocka_unit_test_setup_teardown(resolve_loops_are_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(resolve_depth_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(quota_get_set_bytes, setup, teardown),
         cmocka_unit_test(failures_count_within_window),
         cmocka_unit_test(failures_saturate),
         cmocka_unit_test(failures_bounded_evicting_oldest),
