@@ -343,20 +343,10 @@ void imap_session_accept(struct imap_server *srv, bool implicit_tls, int fd, con
 {
     char ip[64];
     sockaddr_ip(peer, ip);
-    const char *why = NULL;
     const char *name = implicit_tls ? "imaps" : "imap";
-    if (srv->shutting_down || !connlimit_acquire(srv->limits, ip, &why)) {
-        if (!implicit_tls) {
-            char msg[160];
-            int n = snprintf(msg, sizeof msg, "* BYE [UNAVAILABLE] %s, try again later\r\n",
-                             srv->shutting_down ? "server shutting down" : why);
-            (void)!write(fd, msg, (size_t)n);
-        }
-        log_info("refused connection from [%s] on %s: %s", ip, name,
-                 srv->shutting_down ? "shutting down" : why);
-        close(fd);
+    if (!connlimit_admit(srv->limits, srv->shutting_down, fd, ip, name,
+                         implicit_tls ? NULL : "* BYE [UNAVAILABLE]", "server shutting down"))
         return;
-    }
     struct imap_session *s = xcalloc(1, sizeof *s);
     s->srv = srv;
     s->implicit_tls = implicit_tls;

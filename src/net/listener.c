@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/log.h"
 #include "core/util.h"
 
 int listener_bind(const char *hostport, char *err, size_t errlen)
@@ -161,4 +162,21 @@ void connlimit_release(connlimit *cl, const char *ip)
 unsigned connlimit_total(const connlimit *cl)
 {
     return cl->total;
+}
+
+bool connlimit_admit(connlimit *cl, bool shutting_down, int fd, const char *ip, const char *service,
+                     const char *refusal, const char *shutdown_reason)
+{
+    const char *why = NULL;
+    if (!shutting_down && connlimit_acquire(cl, ip, &why)) return true;
+    if (refusal) {
+        /* Best effort: one short write on a fresh socket does not block. */
+        char msg[256];
+        int n = snprintf(msg, sizeof msg, "%s %s, try again later\r\n", refusal,
+                         shutting_down ? shutdown_reason : why);
+        if (n > 0) (void)!write(fd, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+    }
+    log_info("refused connection from [%s] on %s: %s", ip, service, shutting_down ? "shutting down" : why);
+    close(fd);
+    return false;
 }

@@ -27,4 +27,13 @@ bool connlimit_acquire(connlimit *cl, const char *ip, const char **why);
 void connlimit_release(connlimit *cl, const char *ip);
 unsigned connlimit_total(const connlimit *cl);
 
+/* Admit a new connection from ip on `service` (for the log): true when a
+ * slot was taken (connlimit_release must follow).  Otherwise the socket is
+ * answered with "<refusal> <reason>, try again later" when refusal is
+ * non-NULL (plain-text listeners; an implicit-TLS one cannot speak before
+ * its handshake), logged and closed.  shutdown_reason is the reason given
+ * while the daemon is stopping. */
+bool connlimit_admit(connlimit *cl, bool shutting_down, int fd, const char *ip, const char *service,
+                     const char *refusal, const char *shutdown_reason);
+
 #endif

@@ -203,21 +203,10 @@ void pop3_session_accept(struct pop3_server *srv, bool implicit_tls, int fd, con
 {
     char ip[64];
     sockaddr_ip(peer, ip);
-    const char *why = NULL;
     const char *name = implicit_tls ? "pop3s" : "pop3";
-    if (srv->shutting_down || !connlimit_acquire(srv->limits, ip, &why)) {
-        if (!implicit_tls) {
-            /* Best effort: one short write on a fresh socket does not block. */
-            char msg[160];
-            int n = snprintf(msg, sizeof msg, "-ERR [SYS/TEMP] %s, try again later\r\n",
-                             srv->shutting_down ? "server shutting down" : why);
-            (void)!write(fd, msg, (size_t)n);
-        }
-        log_info("refused connection from [%s] on %s: %s", ip, name,
-                 srv->shutting_down ? "shutting down" : why);
-        close(fd);
+    if (!connlimit_admit(srv->limits, srv->shutting_down, fd, ip, name,
+                         implicit_tls ? NULL : "-ERR [SYS/TEMP]", "server shutting down"))
         return;
-    }
 
     struct pop3_session *s = xcalloc(1, sizeof *s);
     s->srv = srv;

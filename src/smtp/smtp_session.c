@@ -189,18 +189,11 @@ void smtp_session_accept(struct smtp_server *srv, enum smtp_listener_kind kind, 
 {
     char ip[64];
     sockaddr_ip(peer, ip);
-    const char *why = NULL;
-    if (srv->shutting_down || !connlimit_acquire(srv->limits, ip, &why)) {
-        /* Best effort: one short write on a fresh socket does not block. */
-        char msg[160];
-        int n = snprintf(msg, sizeof msg, "421 4.7.0 %s %s, try again later\r\n", srv->cfg->hostname,
-                         srv->shutting_down ? "Service shutting down" : why);
-        if (kind != SMTP_LISTENER_SUBMISSIONS) (void)!write(fd, msg, (size_t)n);
-        log_info("refused connection from [%s] on %s: %s", ip, smtp_listener_name(kind),
-                 srv->shutting_down ? "shutting down" : why);
-        close(fd);
+    char refusal[300];
+    snprintf(refusal, sizeof refusal, "421 4.7.0 %s", srv->cfg->hostname);
+    if (!connlimit_admit(srv->limits, srv->shutting_down, fd, ip, smtp_listener_name(kind),
+                         kind == SMTP_LISTENER_SUBMISSIONS ? NULL : refusal, "Service shutting down"))
         return;
-    }
 
     struct smtp_session *s = xcalloc(1, sizeof *s);
     s->srv = srv;
