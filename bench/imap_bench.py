@@ -97,12 +97,13 @@ class PochtaTarget:
         conf = ["plaintext_auth_loopback = yes",
                 "max_connections = %d" % conns,
                 "max_connections_per_ip = %d" % conns,
-                "imap_max_connections_per_user = %d" % conns]
+                "imap_max_connections_per_user = %d" % conns] + list(args.conf)
         self.args = args
-        # A logged-in IMAP session holds about 5 descriptors (socket, its
-        # store handle: lock, index.db, index.db-wal, folder), while pochtad
-        # raises its own limit for 2 per connection only: pochtad inherits
-        # this one when it is higher.
+        # An IMAP session holds its socket only (store handles are borrowed
+        # per command from a bounded cache), but pochtad sizes its limit for
+        # POP3 sessions, which keep their store open, and cannot raise the
+        # hard limit in a container: it inherits this soft limit (up to the
+        # hard one) when that is higher than what it sets itself.
         raise_nofile(6 * conns + 4096)
         self.inst = benchlib.PochtaInstance(args.build, args.port_base,
                                             users=max(args.users, args.idle_users),
@@ -365,6 +366,8 @@ def main():
     ap.add_argument("--notify-wait", type=int, default=40,
                     help="seconds to wait for EXISTS after the delivery (default 40)")
     ap.add_argument("--no-load", action="store_true", help="skip the load run")
+    ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra pochta.conf line (repeatable; pochta only), e.g. worker_threads=8")
     ap.add_argument("--show-log", action="store_true", help="print the end of the server's log")
     ap.add_argument("--build", default=benchlib.DEFAULT_BUILD)
     ap.add_argument("--port-base", type=int, default=39700)

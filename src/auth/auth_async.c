@@ -78,7 +78,7 @@ void auth_async_verify(workpool *wp, const char *user, const char *password,
     j->result = -1;
     j->done = done;
     j->ctx = ctx;
-    workpool_submit(wp, verify_work, verify_done, j);
+    workpool_submit_slow(wp, verify_work, verify_done, j);
 }
 
 /* ---- guarded checks ------------------------------------------------------ */

@@ -1,7 +1,8 @@
 /* auth_async: a password check on the worker pool.
  *
  * Password hashing is slow on purpose (yescrypt), so it never runs on the
- * event loop.  Each worker thread opens its own accounts handle on first
+ * event loop, and it runs on the pool's slow lane (workpool.h) so that it
+ * never delays store jobs.  Each worker thread opens its own accounts handle on first
  * use ("accounts.db" in the current directory, the data directory of
  * pochtad) and keeps it for the life of the thread: SQLite handles are not
  * shared between threads. */

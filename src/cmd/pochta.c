@@ -3,7 +3,8 @@
  *   pochta [-c CONFIG] init DIR --hostname H --domain D [--domain D2...] [--port-base N] [--force]
  *   pochta [-c CONFIG] user add|passwd ADDR [--password-stdin] | user del ADDR | user list
  *   pochta [-c CONFIG] alias add SRC TARGET... | alias del SRC [TARGET] | alias list
- *   pochta [-c CONFIG] queue list
+ *   pochta [-c CONFIG] queue list | show ID | flush [DOMAIN] | retry|hold|release|delete ID
+ *   pochta [-c CONFIG] sendmail [-t] [-i] [-f SENDER] [-F NAME] [--] RCPT...  (also run as "sendmail")
  *   pochta [-c CONFIG] config
  *   pochta [-c CONFIG] rebuild ADDR
  *
@@ -22,12 +23,15 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <pwd.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <time.h>
@@ -41,6 +45,7 @@
 #include "core/util.h"
 #include "dns/dns.h"
 #include "queue/queue.h"
+#include "smtp/sendmail.h"
 #include "store/store.h"
 
 #define DEFAULT_CONFIG "/etc/pochta/pochta.conf"
@@ -86,8 +91,12 @@ static void usage(FILE *out)
         "  alias del SRC [TARGET]               without TARGET: every target of SRC\n"
         "  alias list                           list aliases\n"
         "  queue list                           list messages waiting for outbound delivery\n"
+        "  queue show ID                        one message: envelope, recipients' states, content\n"
         "  queue flush [DOMAIN]                 try every (or DOMAIN's) queued message now\n"
         "  queue retry|hold|release|delete ID   one message: try now, keep back, let go, remove\n"
+        "  sendmail [-t] [-i] [-f SENDER] [-F NAME] [RCPT ...]\n"
+        "                                       submit the message on stdin through pochtad's local\n"
+        "                                       socket (also works as /usr/sbin/sendmail -> pochta)\n"
         "  config                               print the effective configuration\n"
         "  rebuild ADDR                         recreate ADDR's mailbox index from its message files\n"
         "                                       (lost or corrupt index.db; stop pochtad first)\n");
@@ -420,7 +429,7 @@ static int cmd_queue_admin(int argc, char **argv)
     else if (!strcmp(verb, "hold")) n = queue_hold(QUEUE_DIR, arg, true, err, sizeof err);
     else if (!strcmp(verb, "release")) n = queue_hold(QUEUE_DIR, arg, false, err, sizeof err);
     else if (!strcmp(verb, "delete")) n = queue_delete(QUEUE_DIR, arg, err, sizeof err);
-    else return fail("usage: pochta queue list|flush [DOMAIN]|retry ID|hold ID|release ID|delete ID");
+    else return fail("usage: pochta queue list|show ID|flush [DOMAIN]|retry ID|hold ID|release ID|delete ID");
     if (n < 0) return fail("%s", err);
     if (n == 0) return fail("no queued message %s%s", arg, !strcmp(verb, "retry") ? " (or it is held)" : "");
     printf("%s: %s\n", arg, !strcmp(verb, "delete") ? "deleted" : !strcmp(verb, "hold") ? "held"
@@ -428,16 +437,427 @@ static int cmd_queue_admin(int argc, char **argv)
     return 0;
 }
 
+static void print_time(const char *label, time_t t)
+{
+    char when[64];
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S %z", &tm);
+    printf("%-12s %s\n", label, when);
+}
+
+/* show ID: the envelope as the queue holds it, then the message content
+ * (what `postcat -q` prints for Postfix). */
+static int cmd_queue_show(const char *qid)
+{
+    struct queue_msg *m = NULL;
+    struct queue_detail d;
+    char err[512];
+    int rc = queue_inspect(QUEUE_DIR, qid, &m, &d, err, sizeof err);
+    if (rc < 0) return fail("%s", err);
+    if (rc == 0) return fail("no queued message %s", qid);
+    static const char *const rets[] = { "unspecified", "FULL", "HDRS" };
+    static const char *const bodies[] = { "unspecified", "7BIT", "8BITMIME", "BINARYMIME" };
+    printf("*** ENVELOPE ***\n");
+    printf("%-12s %s\n", "queue id:", m->qid);
+    print_time("arrival:", m->arrival);
+    printf("%-12s %llu bytes\n", "size:", (unsigned long long)m->size);
+    printf("%-12s <%s>\n", "sender:", m->sender);
+    if (d.auth_user) printf("%-12s %s\n", "auth user:", d.auth_user);
+    if (d.client_ip || d.helo) printf("%-12s %s [%s]\n", "client:", d.helo ? d.helo : "unknown", d.client_ip ? d.client_ip : "?");
+    printf("%-12s ret=%s body=%s%s%s%s\n", "dsn:", rets[m->ret >= 0 && m->ret <= 2 ? m->ret : 0],
+           bodies[m->body >= 0 && m->body <= 3 ? m->body : 0], m->smtputf8 ? " smtputf8" : "",
+           m->envid && *m->envid ? " envid=" : "", m->envid && *m->envid ? m->envid : "");
+    printf("%-12s %u\n", "attempts:", m->attempts);
+    if (!d.indexed) printf("%-12s not indexed yet (recovered at the next start of pochtad)\n", "next try:");
+    else if (d.next_attempt < 0) printf("%-12s held (pochta queue release %s)\n", "next try:", m->qid);
+    else if (d.next_attempt <= time(NULL)) printf("%-12s now\n", "next try:");
+    else print_time("next try:", d.next_attempt);
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        const struct queue_msg_rcpt *r = &m->rcpts[i];
+        printf("%-12s <%s> %s", i == 0 ? "recipients:" : "", r->address,
+               d.next_attempt < 0 && r->pending ? "held" : r->state);
+        if (r->orcpt) printf(" orcpt=%s", r->orcpt);
+        if (d.last_error && d.last_error[i]) printf(": %s", d.last_error[i]);
+        printf("\n");
+    }
+    printf("*** MESSAGE CONTENTS ***\n");
+    fflush(stdout);
+    /* Byte for byte, line ends included. */
+    char *buf = xmalloc(64 * 1024);
+    uint64_t off = m->offset, left = m->size;
+    int status = 0;
+    while (left > 0) {
+        ssize_t n = pread(m->fd, buf, left < 64 * 1024 ? (size_t)left : 64 * 1024, (off_t)off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            status = fail("reading queue file %s: %s", m->qid, n < 0 ? strerror(errno) : "shorter than its envelope");
+            break;
+        }
+        if (write_full(STDOUT_FILENO, buf, (size_t)n) < 0) {
+            status = fail("writing: %s", strerror(errno));
+            break;
+        }
+        off += (uint64_t)n;
+        left -= (uint64_t)n;
+    }
+    free(buf);
+    if (status == 0) printf("*** END OF MESSAGE ***\n");
+    queue_detail_free(&d);
+    queue_msg_free(m);
+    return status;
+}
+
 static int cmd_queue(int argc, char **argv)
 {
+    if (argc == 2 && !strcmp(argv[0], "show")) return cmd_queue_show(argv[1]);
     if (argc >= 1 && strcmp(argv[0], "list") != 0) return cmd_queue_admin(argc, argv);
-    if (argc != 1) return fail("usage: pochta queue list|flush [DOMAIN]|retry ID|hold ID|release ID|delete ID");
+    if (argc != 1) return fail("usage: pochta queue list|show ID|flush [DOMAIN]|retry ID|hold ID|release ID|delete ID");
     struct queue_print p = { 0, "", 0 };
     char err[512];
     if (queue_list(QUEUE_DIR, queue_cb, &p, err, sizeof err) < 0) return fail("%s", err);
     if (p.rows == 0) printf("queue is empty\n");
     else printf("%u message%s, %u recipient%s\n", p.msgs, p.msgs == 1 ? "" : "s", p.rows, p.rows == 1 ? "" : "s");
     return 0;
+}
+
+/* ---- sendmail ------------------------------------------------------------ */
+
+/* `pochta sendmail` (or this binary run as "sendmail"): the message from
+ * standard input goes to pochtad's local socket (listen_local) as one SMTP
+ * transaction, so it enters the same queue as mail from the network.  The
+ * daemon knows the caller by SO_PEERCRED.  Nothing is spooled here: if the
+ * daemon is not running the caller hears EX_TEMPFAIL and keeps the
+ * message.  Exit codes are sendmail's (sysexits.h, smtp/sendmail.h). */
+
+#define SENDMAIL_IO_TIMEOUT 300     /* seconds per reply, like an SMTP client (RFC 5321 4.5.3.2) */
+#define SENDMAIL_REPLY_MAX 8192
+
+static int sm_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int sm_fail(int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("sendmail: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return status;
+}
+
+struct sm_conn {
+    int fd;
+    sbuf in;                    /* bytes read, not yet consumed */
+    sbuf reply;                 /* the last reply, lines joined by "\n" */
+};
+
+/* Read one reply; its code, or -1 when the connection failed. */
+static int sm_reply(struct sm_conn *c)
+{
+    sbuf_reset(&c->reply);
+    for (;;) {
+        char *nl;
+        while (!(nl = memchr(c->in.data ? c->in.data : "", '\n', c->in.len))) {
+            if (c->in.len > SENDMAIL_REPLY_MAX) return -1;
+            char buf[4096];
+            ssize_t n = read(c->fd, buf, sizeof buf);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return -1;
+            sbuf_append(&c->in, buf, (size_t)n);
+        }
+        size_t len = (size_t)(nl - c->in.data);
+        size_t text = len > 0 && c->in.data[len - 1] == '\r' ? len - 1 : len;
+        if (text < 3 || (text > 3 && c->in.data[3] != ' ' && c->in.data[3] != '-')) return -1;
+        if (c->reply.len) sbuf_putc(&c->reply, '\n');
+        sbuf_append(&c->reply, c->in.data, text);
+        bool last = text == 3 || c->in.data[3] == ' ';
+        int code = atoi(c->in.data);
+        memmove(c->in.data, nl + 1, c->in.len - len - 1);
+        c->in.len -= len + 1;
+        if (c->reply.len > SENDMAIL_REPLY_MAX) return -1;
+        if (last) return code >= 200 && code < 600 ? code : -1;
+    }
+}
+
+static int sm_send(struct sm_conn *c, const void *data, size_t len)
+{
+    return write_full(c->fd, data, len);
+}
+
+/* Send a command line; the reply code or -1. */
+static int sm_cmd(struct sm_conn *c, const char *line)
+{
+    sbuf b = SBUF_INIT;
+    sbuf_printf(&b, "%s\r\n", line);
+    int rc = sm_send(c, b.data, b.len) < 0 ? -1 : sm_reply(c);
+    sbuf_free(&b);
+    return rc;
+}
+
+static int sm_connect(const char *path, const char *conf_path)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof sun.sun_path)
+        return sm_fail(-SENDMAIL_EX_CONFIG, "socket path %s is too long", path);
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return sm_fail(-SENDMAIL_EX_TEMPFAIL, "socket: %s", strerror(errno));
+    if (connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
+        int e = errno;
+        close(fd);
+        if (e == ENOENT || e == ECONNREFUSED)
+            return sm_fail(-SENDMAIL_EX_TEMPFAIL, "pochtad is not running (nothing listens on %s); "
+                           "the message was not sent, try again once pochtad runs", path);
+        if (e == EACCES)
+            return sm_fail(-SENDMAIL_EX_TEMPFAIL, "no access to %s (%s): the socket's folders must be "
+                           "searchable by this user, or set listen_local in %s to a path that is",
+                           path, strerror(e), conf_path);
+        return sm_fail(-SENDMAIL_EX_TEMPFAIL, "cannot connect to pochtad at %s: %s", path, strerror(e));
+    }
+    struct timeval tv = { SENDMAIL_IO_TIMEOUT, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+/* A display name for "From: name <addr>": a quoted-string when it is
+ * printable ASCII, an RFC 2047 encoded-word otherwise. */
+static void put_display_name(sbuf *out, const char *name)
+{
+    bool ascii = true;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        if (*p < 0x20 || *p > 0x7e) ascii = false;
+    if (ascii) {
+        sbuf_putc(out, '"');
+        for (const char *p = name; *p; p++) {
+            if (*p == '"' || *p == '\\') sbuf_putc(out, '\\');
+            sbuf_putc(out, *p);
+        }
+        sbuf_putc(out, '"');
+        return;
+    }
+    size_t n = strlen(name);
+    if (n > 200) n = 200;
+    unsigned char *b64 = xmalloc(4 * ((n + 2) / 3) + 1);
+    EVP_EncodeBlock(b64, (const unsigned char *)name, (int)n);
+    sbuf_printf(out, "=?UTF-8?B?%s?=", (const char *)b64);
+    free(b64);
+}
+
+/* The envelope sender: -f as given (without <>), or login@hostname of
+ * the calling user. */
+static char *sm_sender(const struct sendmail_opts *o, const config *cfg, char **gecos)
+{
+    *gecos = NULL;
+    if (o->sender) {
+        const char *s = o->sender;
+        size_t n = strlen(s);
+        if (n >= 2 && s[0] == '<' && s[n - 1] == '>') return xstrndup(s + 1, n - 2);
+        return xstrdup(s);
+    }
+    struct passwd pw, *found = NULL;
+    char buf[4096];
+    sbuf b = SBUF_INIT;
+    if (getpwuid_r(getuid(), &pw, buf, sizeof buf, &found) == 0 && found) {
+        sbuf_printf(&b, "%s@%s", found->pw_name, cfg->hostname);
+        size_t g = found->pw_gecos ? strcspn(found->pw_gecos, ",") : 0;
+        if (g > 0) *gecos = xstrndup(found->pw_gecos, g);
+    } else {
+        sbuf_printf(&b, "uid%lu@%s", (unsigned long)getuid(), cfg->hostname);
+    }
+    return sbuf_detach(&b);
+}
+
+static bool has_8bit(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] >= 0x80) return true;
+    return false;
+}
+
+/* Read standard input into msg (CRLF).  0, or an exit status. */
+static int sm_read_input(const struct sendmail_opts *o, uint64_t limit, sbuf *msg)
+{
+    struct sendmail_input in;
+    sendmail_input_init(&in, o->ignore_dots);
+    char *buf = xmalloc(64 * 1024);
+    int status = 0;
+    while (!in.done) {
+        ssize_t n = read(STDIN_FILENO, buf, 64 * 1024);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            status = sm_fail(SENDMAIL_EX_IOERR, "reading the message: %s", strerror(errno));
+            break;
+        }
+        if (n == 0) break;
+        sendmail_input_feed(&in, buf, (size_t)n, msg);
+        if (msg->len > limit) {
+            status = sm_fail(SENDMAIL_EX_DATAERR, "message larger than max_message_size (%llu bytes); not sent",
+                             (unsigned long long)limit);
+            break;
+        }
+    }
+    sendmail_input_finish(&in, msg);
+    free(buf);
+    return status;
+}
+
+/* One SMTP transaction over the local socket.  0 or an exit status. */
+static int sm_submit(int fd, const struct sendmail_opts *o, const char *sender, const struct sendmail_rcpts *rcpts,
+                     const sbuf *content)
+{
+    struct sm_conn c = { fd, SBUF_INIT, SBUF_INIT };
+    sbuf cmd = SBUF_INIT;
+    const char *stage = "greeting", *what = "";
+    int code = sm_reply(&c), status = 0;
+    if (code == 220) {
+        stage = "EHLO";
+        code = sm_cmd(&c, "EHLO localhost");
+    }
+    bool utf8 = has_8bit(sender, strlen(sender));
+    for (size_t i = 0; i < rcpts->n; i++) utf8 = utf8 || has_8bit(rcpts->v[i], strlen(rcpts->v[i]));
+    if (code == 250) {
+        stage = "MAIL";
+        what = sender;
+        sbuf_printf(&cmd, "MAIL FROM:<%s> SIZE=%zu", sender, content->len);
+        if (has_8bit(content->data, content->len)) sbuf_puts(&cmd, " BODY=8BITMIME");
+        if (utf8) sbuf_puts(&cmd, " SMTPUTF8");
+        if (o->ret) sbuf_printf(&cmd, " RET=%s", ascii_casecmp(o->ret, "full") == 0 ? "FULL" : "HDRS");
+        code = sm_cmd(&c, cmd.data);
+    }
+    for (size_t i = 0; i < rcpts->n && code == 250; i++) {
+        stage = "RCPT";
+        what = rcpts->v[i];
+        sbuf_reset(&cmd);
+        sbuf_printf(&cmd, "RCPT TO:<%s>", rcpts->v[i]);
+        if (o->notify) {
+            char *n = xstrdup(o->notify);
+            for (char *p = n; *p; p++) *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+            sbuf_printf(&cmd, " NOTIFY=%s", n);
+            free(n);
+        }
+        code = sm_cmd(&c, cmd.data);
+        if (code == 251) code = 250;
+    }
+    if (code == 250) {
+        /* BDAT (RFC 3030): the text goes as it is, no dot-stuffing. */
+        stage = "DATA";
+        what = "";
+        sbuf_reset(&cmd);
+        sbuf_printf(&cmd, "BDAT %zu LAST\r\n", content->len);
+        if (sm_send(&c, cmd.data, cmd.len) < 0 || sm_send(&c, content->data, content->len) < 0) code = -1;
+        else code = sm_reply(&c);
+    }
+    if (code == 250) {
+        if (o->verbose) fprintf(stderr, "sendmail: %s\n", sbuf_cstr(&c.reply));
+        sm_cmd(&c, "QUIT");
+    } else if (code < 0) {
+        status = sm_fail(SENDMAIL_EX_TEMPFAIL, "connection to pochtad lost during %s; the message was not sent", stage);
+    } else {
+        char safe[400];
+        log_safe(what, strlen(what), safe, sizeof safe);
+        status = sm_fail(sendmail_exit_status(code, stage), "%s%s%s%s refused; the message was not sent: %s", stage,
+                         *what ? " <" : "", safe, *what ? ">" : "", sbuf_cstr(&c.reply));
+        sm_cmd(&c, "QUIT");
+    }
+    sbuf_free(&cmd);
+    sbuf_free(&c.in);
+    sbuf_free(&c.reply);
+    return status;
+}
+
+static int cmd_sendmail(const char *conf_path, int argc, char **argv)
+{
+    char err[1024];
+    config cfg = { 0 };
+    struct sendmail_opts o;
+    /* -C FILE is an option like the others, but the configuration gives
+     * the default domain the recipients need: a first pass finds it (a
+     * bad command line is reported by the second). */
+    if (sendmail_parse_args(argc, argv, "localhost", &o, err, sizeof err) == 0) {
+        if (o.config) conf_path = o.config;
+        sendmail_opts_free(&o);
+    }
+    if (config_load(conf_path, &cfg, err, sizeof err) < 0) {
+        config_free(&cfg);
+        return sm_fail(SENDMAIL_EX_CONFIG, "%s", err);
+    }
+    int status = 0;
+    char *sender = NULL, *gecos = NULL, *sock = NULL;
+    sbuf raw = SBUF_INIT, headers = SBUF_INIT, msg = SBUF_INIT;
+    if (sendmail_parse_args(argc, argv, cfg.domains[0], &o, err, sizeof err) < 0) {
+        config_free(&cfg);
+        fprintf(stderr, "sendmail: %s\nusage: sendmail [-t] [-i] [-f sender] [-F fullname] [-C config] [--] "
+                "[recipient ...] < message\n", err);
+        return SENDMAIL_EX_USAGE;
+    }
+    if (!cfg.listen_local || !*cfg.listen_local || !strcmp(cfg.listen_local, "off")) {
+        status = sm_fail(SENDMAIL_EX_UNAVAILABLE, "listen_local is empty in %s: local submission is disabled", cfg.path);
+        goto out;
+    }
+    if ((status = sm_read_input(&o, cfg.max_message_size, &raw)) != 0) goto out;
+
+    size_t body_off;
+    struct sendmail_header_info info;
+    if (sendmail_headers(raw.data ? raw.data : "", raw.len, o.extract, cfg.domains[0], &o.rcpts, &headers,
+                         &body_off, &info) < 0) {
+        status = sm_fail(SENDMAIL_EX_DATAERR, "a recipient header holds an unusable address (or more than %d)",
+                         SENDMAIL_MAX_RCPTS);
+        goto out;
+    }
+    if (o.rcpts.n == 0) {
+        status = sm_fail(SENDMAIL_EX_USAGE, "no recipients: none given and none in To, Cc or Bcc");
+        goto out;
+    }
+    sender = sm_sender(&o, &cfg, &gecos);
+
+    /* What a local program leaves out: From, Date, Message-ID (RFC 5322
+     * 3.6 requires From and Date), put in front of its own header. */
+    if (!info.has_from) {
+        const char *name = o.fullname ? o.fullname : gecos;
+        sbuf_puts(&msg, "From: ");
+        if (name && *name) {
+            put_display_name(&msg, name);
+            sbuf_printf(&msg, " <%s>\r\n", *sender ? sender : "MAILER-DAEMON");
+        } else {
+            sbuf_printf(&msg, "%s\r\n", *sender ? sender : "MAILER-DAEMON");
+        }
+    }
+    if (!info.has_date) {
+        char date[64];
+        rfc5322_date(time(NULL), date);
+        sbuf_printf(&msg, "Date: %s\r\n", date);
+    }
+    if (!info.has_message_id) {
+        char id[17];
+        make_id(id);
+        sbuf_printf(&msg, "Message-ID: <%s.%ld@%s>\r\n", id, (long)time(NULL), cfg.hostname);
+    }
+    sbuf_append(&msg, headers.data ? headers.data : "", headers.len);
+    if (!info.has_body_separator && body_off < raw.len) sbuf_append(&msg, "\r\n", 2);
+    sbuf_append(&msg, raw.data ? raw.data + body_off : "", raw.len - body_off);
+
+    sbuf p = SBUF_INIT;
+    if (cfg.listen_local[0] == '/') sbuf_puts(&p, cfg.listen_local);
+    else sbuf_printf(&p, "%s/%s", cfg.data_dir, cfg.listen_local);
+    sock = sbuf_detach(&p);
+    int fd = sm_connect(sock, cfg.path);
+    if (fd < 0) {
+        status = -fd;
+        goto out;
+    }
+    status = sm_submit(fd, &o, sender, &o.rcpts, &msg);
+    close(fd);
+out:
+    free(sender);
+    free(gecos);
+    free(sock);
+    sbuf_free(&raw);
+    sbuf_free(&headers);
+    sbuf_free(&msg);
+    sendmail_opts_free(&o);
+    config_free(&cfg);
+    return status;
 }
 
 /* ---- rebuild ------------------------------------------------------------ */
@@ -909,6 +1329,13 @@ int main(int argc, char **argv)
 {
     log_init("pochta", LOG_WARN);
     const char *conf = DEFAULT_CONFIG;
+    /* Installed as /usr/sbin/sendmail (a link to this binary): sendmail's
+     * command line, configuration from -C, $POCHTA_CONFIG or the default. */
+    const char *base = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+    if (!strcmp(base, "sendmail")) {
+        const char *env = getenv("POCHTA_CONFIG");
+        return cmd_sendmail(env && *env ? env : conf, argc, argv);
+    }
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "-c") && i + 1 < argc) conf = argv[++i];
@@ -932,6 +1359,9 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(cmd, "init")) return cmd_init(argc - i, argv + i);
+    /* Runs as the calling user (no privdrop): the daemon learns who sent
+     * from the socket's peer credentials. */
+    if (!strcmp(cmd, "sendmail")) return cmd_sendmail(conf, argc - i, argv + i);
     if (strcmp(cmd, "user") && strcmp(cmd, "alias") && strcmp(cmd, "queue") && strcmp(cmd, "config") &&
         strcmp(cmd, "rebuild")) {
         fail("unknown command '%s'", cmd);

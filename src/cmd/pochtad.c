@@ -21,6 +21,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/privdrop.h"
+#include "core/sbuf.h"
 #include "core/util.h"
 #include "core/workpool.h"
 #include "net/listener.h"
@@ -45,6 +46,8 @@ struct listener_def {
 };
 
 static struct listener_def listeners[3];
+static struct listener_def local_listener = { .fd = -1 };
+static char *local_socket_path;     /* absolute, or NULL when listen_local is "" */
 static struct smtp_server server;
 static struct event *shutdown_tick;
 static queue_runner *runner;
@@ -61,9 +64,16 @@ static void raise_fd_limit(const config *cfg)
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return;
     rlim_t want = (rlim_t)cfg->max_connections * 6 + 256;
     if (rl.rlim_cur >= want) return;
+    rlim_t hard = rl.rlim_max;
     if (rl.rlim_max < want && geteuid() == 0) rl.rlim_max = want;
     rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < want)
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        /* Root may still be capped (containers): take what the hard limit allows. */
+        rl.rlim_max = hard;
+        rl.rlim_cur = want < hard ? want : hard;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur < want)
         log_warn("open file limit is %llu, below the %llu that max_connections = %u needs",
                  (unsigned long long)rl.rlim_cur, (unsigned long long)want, cfg->max_connections);
 }
@@ -207,6 +217,51 @@ static void imap_listeners_stop(void)
     }
 }
 
+/* The local submission socket (`pochta sendmail`): bound as root under the
+ * data directory, mode 0666 so any local user (cron, PHP) may submit; its
+ * folder is given to run_as so the daemon can remove the socket at exit. */
+static int local_listener_bind(const config *cfg, char *err, size_t errlen)
+{
+    if (!cfg->listen_local || !*cfg->listen_local || !strcmp(cfg->listen_local, "off")) return 0;
+    sbuf path = SBUF_INIT;
+    if (cfg->listen_local[0] == '/') sbuf_puts(&path, cfg->listen_local);
+    else sbuf_printf(&path, "%s/%s", cfg->data_dir, cfg->listen_local);
+    local_socket_path = sbuf_detach(&path);
+    char *dir = xstrdup(local_socket_path);
+    *strrchr(dir, '/') = '\0';
+    uid_t uid;
+    gid_t gid;
+    int rc = 0;
+    bool existed = !*dir || access(dir, F_OK) == 0;
+    /* Created searchable by all (whatever the umask): the socket's own
+     * mode is the gate.  An existing folder keeps the operator's mode. */
+    if (!existed && (mkdir_p(dir, 0755) < 0 || chmod(dir, 0755) < 0)) {
+        set_err(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+        rc = -1;
+    } else if (*dir && geteuid() == 0 && privdrop_lookup(cfg->run_as, &uid, &gid) == 0 &&
+               chown(dir, uid, gid) < 0) {
+        set_err(err, errlen, "chown %s: %s", dir, strerror(errno));
+        rc = -1;
+    }
+    free(dir);
+    if (rc < 0) return -1;
+    local_listener = (struct listener_def){ &server, local_socket_path, SMTP_LISTENER_LOCAL, -1, NULL };
+    local_listener.fd = listener_bind_unix(local_socket_path, 0666, err, errlen);
+    return local_listener.fd < 0 ? -1 : 0;
+}
+
+static void local_listener_stop(void)
+{
+    if (local_listener.ev) {
+        evconnlistener_free(local_listener.ev);
+        local_listener.ev = NULL;
+        /* Gone from the file system too: a client then learns at once that
+         * no daemon is there (and a stale file is replaced at start anyway). */
+        if (unlink(local_socket_path) < 0 && errno != ENOENT)
+            log_warn("removing %s: %s", local_socket_path, strerror(errno));
+    }
+}
+
 static void check_shutdown(evutil_socket_t fd, short what, void *p)
 {
     struct event_base *base = p;
@@ -235,6 +290,7 @@ static void on_signal(evutil_socket_t sig, short what, void *p)
         if (listeners[i].ev) evconnlistener_free(listeners[i].ev);
         listeners[i].ev = NULL;
     }
+    local_listener_stop();
     smtp_server_shutdown(&server);
     queue_runner_shutdown(runner);
     pop3_listeners_stop();
@@ -244,6 +300,15 @@ static void on_signal(evutil_socket_t sig, short what, void *p)
     struct timeval tv = { 0, 50 * 1000 };
     shutdown_tick = event_new(base, -1, EV_PERSIST, check_shutdown, base);
     event_add(shutdown_tick, &tv);
+}
+
+/* Start-up failed once the TLS context exists: free it so that the exit
+ * is as clean as a normal one (a sanitizer build reports no leak when, say,
+ * a port is already in use). */
+static int exit_early(SSL_CTX *tls)
+{
+    SSL_CTX_free(tls);
+    return 1;
 }
 
 int main(int argc, char **argv)
@@ -290,6 +355,7 @@ int main(int argc, char **argv)
     }
     if (check_only) {
         printf("%s: configuration OK\n", cfg.path);
+        SSL_CTX_free(tls);
         return 0;
     }
 
@@ -302,27 +368,32 @@ int main(int argc, char **argv)
         listeners[i].fd = listener_bind(addrs[i], err, sizeof err);
         if (listeners[i].fd < 0) {
             fprintf(stderr, "pochtad: %s (%s)\n", err, smtp_listener_name(kinds[i]));
-            return 1;
+            return exit_early(tls);
         }
+    }
+
+    if (local_listener_bind(&cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "pochtad: %s (local)\n", err);
+        return exit_early(tls);
     }
 
     if (pop3_listeners_bind(&cfg, err, sizeof err) < 0) {
         fprintf(stderr, "pochtad: %s (pop3)\n", err);
-        return 1;
+        return exit_early(tls);
     }
     if (imap_listeners_bind(&cfg, err, sizeof err) < 0) {
         fprintf(stderr, "pochtad: %s (imap)\n", err);
-        return 1;
+        return exit_early(tls);
     }
 
     raise_fd_limit(&cfg);
     if (privdrop_enter_data(cfg.data_dir, cfg.run_as, err, sizeof err) < 0) {
         fprintf(stderr, "pochtad: %s\n", err);
-        return 1;
+        return exit_early(tls);
     }
     if (mkdir_p("tmp", 0750) < 0 || mkdir_p("mail", 0750) < 0 || mkdir_p("queue", 0750) < 0) {
         fprintf(stderr, "pochtad: cannot create folders in %s: %s\n", cfg.data_dir, strerror(errno));
-        return 1;
+        return exit_early(tls);
     }
 
     unsigned recovered = 0;
@@ -364,6 +435,17 @@ int main(int argc, char **argv)
         }
         evconnlistener_set_error_cb(listeners[i].ev, on_accept_error);
         log_info("listening on %s (%s)", listeners[i].addr, smtp_listener_name(listeners[i].kind));
+    }
+
+    if (local_listener.fd >= 0) {
+        local_listener.ev = evconnlistener_new(base, on_accept, &local_listener,
+                                               LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, local_listener.fd);
+        if (!local_listener.ev) {
+            fprintf(stderr, "pochtad: cannot watch %s\n", local_listener.addr);
+            return 1;
+        }
+        evconnlistener_set_error_cb(local_listener.ev, on_accept_error);
+        log_info("listening on %s (local)", local_listener.addr);
     }
 
     pop3 = (struct pop3_server){
@@ -408,6 +490,8 @@ int main(int argc, char **argv)
         event_free(sigs[i]);
     }
     if (shutdown_tick) event_free(shutdown_tick);
+    local_listener_stop();
+    free(local_socket_path);
     pop3_listeners_stop();
     pop3_server_free(&pop3);
     imap_listeners_stop();

@@ -50,6 +50,8 @@ static const struct keydef keys[] = {
       "address:port for IMAP (STARTTLS offered; logins need TLS, see plaintext_auth_loopback)" },
     { "listen_imaps", K_LISTEN, F(listen_imaps), "0.0.0.0:993",
       "address:port for IMAP over implicit TLS" },
+    { "listen_local", K_STR, F(listen_local), "run/sendmail.sock",
+      "Unix socket (relative to data_dir, mode 0666) where 'pochta sendmail' submits local mail; empty or 'off' disables" },
     { "max_connections", K_UINT, F(max_connections), "2000",
       "concurrent connections in all; further clients get 421" },
     { "max_connections_per_ip", K_UINT, F(max_connections_per_ip), "20",
@@ -80,6 +82,8 @@ static const struct keydef keys[] = {
       "idle time before an IMAP session is logged out (RFC 9051 section 5.4: at least 30m)" },
     { "imap_max_literal", K_SIZE, F(imap_max_literal), "64M",
       "largest IMAP literal (APPEND message) accepted; larger ones get NO [TOOBIG]" },
+    { "imap_max_command_size", K_SIZE, F(imap_max_command_size), "1M",
+      "memory one IMAP command may hold: its text and literals other than APPEND messages (which go to disk); larger gets [TOOBIG]" },
     { "imap_max_connections_per_user", K_UINT, F(imap_max_connections_per_user), "50",
       "IMAP sessions one user may have logged in at once; further logins get NO [LIMIT]" },
     { "plaintext_auth_loopback", K_BOOL, F(plaintext_auth_loopback), "no",
@@ -123,6 +127,22 @@ static const struct keydef keys[] = {
       "a message still undeliverable after this long bounces (status 4.4.7)" },
     { "queue_delay_warning", K_DURATION, F(queue_delay_warning), "4h",
       "send a delay notice after this long to recipients that asked (NOTIFY=DELAY); 0 disables" },
+    { "relay_host", K_STR, F(relay_host), "",
+      "smart host for all remote mail: host:port (MX lookup of host) or [host]:port (no MX lookup); empty: deliver by MX" },
+    { "relay_auth_user", K_STR, F(relay_auth_user), "",
+      "user name for AUTH PLAIN/LOGIN to the relay (only over TLS); empty: no AUTH" },
+    { "relay_auth_password_file", K_STR, F(relay_auth_password_file), "",
+      "file whose first line is the relay password, read at start as run_as (relative: to this file's directory)" },
+    { "relay_tls", K_STR, F(relay_tls), "require-verify",
+      "TLS to the relay: require-verify (certificate and host name checked), require, or opportunistic" },
+    { "relay_tls_ca_file", K_STR, F(relay_tls_ca_file), "",
+      "PEM CA certificates for require-verify; empty: the system CAs" },
+    { "transport_map", K_STR, F(transport_map), "",
+      "file of 'domain next-hop' lines routing domains (.domain: subdomains) to host:port, [host]:port or relay" },
+    { "outbound_connection_reuse_time", K_DURATION, F(outbound_connection_reuse_time), "5s",
+      "an outbound connection stays open this long after a delivery for more mail to the same destination; 0 disables reuse" },
+    { "outbound_max_messages_per_connection", K_UINT, F(outbound_max_messages_per_connection), "100",
+      "messages sent over one outbound connection before it is closed" },
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -278,6 +298,11 @@ static int semantic_checks(const config *cfg, const char *name, char *err, size_
         set_err(err, errlen, "%s: key 'auth_max_failures': must be at least 1", name);
         return -1;
     }
+    if (cfg->imap_max_command_size < 8192) {
+        /* room for a LITERAL- literal of 4096 octets (RFC 7888) and its text */
+        set_err(err, errlen, "%s: key 'imap_max_command_size': must be at least 8k", name);
+        return -1;
+    }
     if (cfg->ndomains == 0) {
         set_err(err, errlen, "%s: key 'domains': at least one local domain is required", name);
         return -1;
@@ -286,6 +311,15 @@ static int semantic_checks(const config *cfg, const char *name, char *err, size_
         cfg->outbound_max_per_domain < 1 || cfg->queue_retry_min < 1 || cfg->queue_retry_max < cfg->queue_retry_min) {
         set_err(err, errlen, "%s: outbound_port (1..65535), outbound_max_sessions and outbound_max_per_domain "
                 "must be positive, and queue_retry_max at least queue_retry_min (at least 1s)", name);
+        return -1;
+    }
+    if (strcmp(cfg->relay_tls, "require-verify") != 0 && strcmp(cfg->relay_tls, "require") != 0 &&
+        strcmp(cfg->relay_tls, "opportunistic") != 0) {
+        set_err(err, errlen, "%s: key 'relay_tls': one of require-verify, require, opportunistic", name);
+        return -1;
+    }
+    if (cfg->outbound_max_messages_per_connection < 1) {
+        set_err(err, errlen, "%s: key 'outbound_max_messages_per_connection': must be at least 1", name);
         return -1;
     }
     if (strlen(cfg->recipient_delimiter) > 1) {

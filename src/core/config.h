@@ -38,6 +38,7 @@ typedef struct config {
     char *listen_pop3s;         /* POP3 over implicit TLS (RFC 8314) */
     char *listen_imap;          /* IMAP with STARTTLS (RFC 9051) */
     char *listen_imaps;         /* IMAP over implicit TLS (RFC 8314) */
+    char *listen_local;         /* Unix socket for `pochta sendmail`, relative to data_dir; "" or "off" disables */
 
     unsigned max_connections;
     unsigned max_connections_per_ip;
@@ -55,6 +56,7 @@ typedef struct config {
     unsigned pop3_login_delay;  /* seconds between POP3 logins of one user (RFC 2449 LOGIN-DELAY) */
     unsigned imap_timeout;      /* seconds, IMAP autologout timer (RFC 9051 5.4) */
     uint64_t imap_max_literal;  /* bytes, one IMAP literal */
+    uint64_t imap_max_command_size; /* bytes, one IMAP command in memory (APPEND messages spooled) */
     unsigned imap_max_connections_per_user; /* logged-in IMAP sessions of one user */
     bool plaintext_auth_loopback; /* POP3/IMAP logins without TLS from 127.0.0.1 and ::1 */
     bool vrfy;
@@ -79,6 +81,14 @@ typedef struct config {
     unsigned queue_retry_max;   /* seconds: longest retry delay */
     unsigned queue_lifetime;    /* seconds: after this a deferred message bounces (4.4.7) */
     unsigned queue_delay_warning; /* seconds: delay DSN for NOTIFY=DELAY recipients; 0 = never */
+    char *relay_host;           /* smart host "host:port" / "[host]:port" (mta/mta_route.h), "" = direct MX */
+    char *relay_auth_user;      /* "" = no AUTH to the relay */
+    char *relay_auth_password_file; /* file holding the relay password (relative: to the config dir) */
+    char *relay_tls;            /* "require-verify", "require" or "opportunistic" */
+    char *relay_tls_ca_file;    /* "" = the system CAs */
+    char *transport_map;        /* "" = none; file of "domain next-hop" lines */
+    unsigned outbound_connection_reuse_time; /* seconds an idle outbound connection waits for more mail; 0 = off */
+    unsigned outbound_max_messages_per_connection;
 } config;
 
 /* Parse `path` into *cfg (which the caller zeroes).  On error return -1

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -21,16 +23,30 @@ struct job {
 
 struct jobq { struct job *head, *tail; };
 
+enum { LANE_QUICK, LANE_SLOW, NLANES };
+
+/* One mutex for both lanes: it is held for a few pointer moves only. */
+struct lane {
+    pthread_cond_t cv;
+    struct jobq todo;
+};
+
+struct worker_arg {
+    struct workpool *wp;
+    int lane;
+};
+
 struct workpool {
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct jobq todo, finished;
+    struct lane lanes[NLANES];
+    struct jobq finished;
     unsigned pending;           /* submitted, done() not yet run */
     bool stopping;
     int efd;
     struct event *ev;
     pthread_t *threads;
-    unsigned nthreads;
+    struct worker_arg *args;
+    unsigned nthreads;          /* of both lanes */
 };
 
 static void q_push(struct jobq *q, struct job *j)
@@ -52,19 +68,31 @@ static struct job *q_pop(struct jobq *q)
 
 static void *worker(void *p)
 {
-    workpool *wp = p;
+    struct worker_arg *a = p;
+    workpool *wp = a->wp;
+    struct lane *ln = &wp->lanes[a->lane];
+    /* Linux applies a thread id's nice value to that thread alone. */
+    if (a->lane == LANE_SLOW)
+        (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 5);
     pthread_mutex_lock(&wp->mu);
     for (;;) {
         struct job *j;
-        while (!(j = q_pop(&wp->todo)) && !wp->stopping)
-            pthread_cond_wait(&wp->cv, &wp->mu);
+        while (!(j = q_pop(&ln->todo)) && !wp->stopping)
+            pthread_cond_wait(&ln->cv, &wp->mu);
         if (!j) break;
         pthread_mutex_unlock(&wp->mu);
         j->work(j->arg);
         pthread_mutex_lock(&wp->mu);
+        /* Wake the loop only for the first finished job: it has not taken
+         * the list yet (it reads the eventfd before it does), so it will
+         * find the ones queued after this too.  Saves a write and a loop
+         * wake-up per job when several finish together. */
+        bool wake = wp->finished.head == NULL;
         q_push(&wp->finished, j);
-        uint64_t one = 1;
-        (void)!write(wp->efd, &one, sizeof one);
+        if (wake) {
+            uint64_t one = 1;
+            (void)!write(wp->efd, &one, sizeof one);
+        }
     }
     pthread_mutex_unlock(&wp->mu);
     return NULL;
@@ -97,7 +125,7 @@ workpool *workpool_new(struct event_base *base, unsigned nthreads)
 {
     workpool *wp = xcalloc(1, sizeof *wp);
     pthread_mutex_init(&wp->mu, NULL);
-    pthread_cond_init(&wp->cv, NULL);
+    for (int l = 0; l < NLANES; l++) pthread_cond_init(&wp->lanes[l].cv, NULL);
     wp->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (wp->efd < 0) {
         log_error("workpool: eventfd: %s", strerror(errno));
@@ -105,17 +133,22 @@ workpool *workpool_new(struct event_base *base, unsigned nthreads)
     }
     wp->ev = event_new(base, wp->efd, EV_READ | EV_PERSIST, on_eventfd, wp);
     event_add(wp->ev, NULL);
-    wp->nthreads = nthreads;
-    wp->threads = xcalloc(nthreads, sizeof *wp->threads);
-    for (unsigned i = 0; i < nthreads; i++)
-        if (pthread_create(&wp->threads[i], NULL, worker, wp) != 0) {
+    if (nthreads < 1) nthreads = 1;
+    unsigned nslow = nthreads / 2 ? nthreads / 2 : 1;
+    wp->nthreads = nthreads + nslow;
+    wp->threads = xcalloc(wp->nthreads, sizeof *wp->threads);
+    wp->args = xcalloc(wp->nthreads, sizeof *wp->args);
+    for (unsigned i = 0; i < wp->nthreads; i++) {
+        wp->args[i] = (struct worker_arg){ wp, i < nthreads ? LANE_QUICK : LANE_SLOW };
+        if (pthread_create(&wp->threads[i], NULL, worker, &wp->args[i]) != 0) {
             log_error("workpool: cannot start thread");
             abort();
         }
+    }
     return wp;
 }
 
-void workpool_submit(workpool *wp, work_fn work, work_fn done, void *arg)
+static void submit(workpool *wp, int lane, work_fn work, work_fn done, void *arg)
 {
     struct job *j = xmalloc(sizeof *j);
     j->work = work;
@@ -123,9 +156,19 @@ void workpool_submit(workpool *wp, work_fn work, work_fn done, void *arg)
     j->arg = arg;
     wp->pending++;
     pthread_mutex_lock(&wp->mu);
-    q_push(&wp->todo, j);
-    pthread_cond_signal(&wp->cv);
+    q_push(&wp->lanes[lane].todo, j);
+    pthread_cond_signal(&wp->lanes[lane].cv);
     pthread_mutex_unlock(&wp->mu);
+}
+
+void workpool_submit(workpool *wp, work_fn work, work_fn done, void *arg)
+{
+    submit(wp, LANE_QUICK, work, done, arg);
+}
+
+void workpool_submit_slow(workpool *wp, work_fn work, work_fn done, void *arg)
+{
+    submit(wp, LANE_SLOW, work, done, arg);
 }
 
 unsigned workpool_pending(const workpool *wp)
@@ -138,14 +181,15 @@ void workpool_free(workpool *wp)
     if (!wp) return;
     pthread_mutex_lock(&wp->mu);
     wp->stopping = true;
-    pthread_cond_broadcast(&wp->cv);
+    for (int l = 0; l < NLANES; l++) pthread_cond_broadcast(&wp->lanes[l].cv);
     pthread_mutex_unlock(&wp->mu);
     for (unsigned i = 0; i < wp->nthreads; i++) pthread_join(wp->threads[i], NULL);
     run_finished(wp);
     event_free(wp->ev);
     close(wp->efd);
-    pthread_cond_destroy(&wp->cv);
+    for (int l = 0; l < NLANES; l++) pthread_cond_destroy(&wp->lanes[l].cv);
     pthread_mutex_destroy(&wp->mu);
     free(wp->threads);
+    free(wp->args);
     free(wp);
 }

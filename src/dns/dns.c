@@ -235,6 +235,16 @@ static int start_sub(struct dns_query *q, const char *name, int type, size_t hos
     return 0;
 }
 
+/* A and AAAA for every host chosen; finishes at once if none could start. */
+static void start_addresses(struct dns_query *q)
+{
+    for (size_t h = 0; h < q->nhosts; h++) {
+        if (start_sub(q, q->hosts[h].mx.name, RR_A, h) < 0) q->hosts[h].tempfail = true;
+        if (start_sub(q, q->hosts[h].mx.name, RR_AAAA, h) < 0) q->hosts[h].tempfail = true;
+    }
+    if (q->pending == 0) addresses_done(q);
+}
+
 static void handle_mx(struct dns_query *q, struct ub_result *res)
 {
     struct dns_mx mx[64];
@@ -262,11 +272,7 @@ static void handle_mx(struct dns_query *q, struct ub_result *res)
         q->nhosts = n < DNS_MAX_HOSTS ? n : DNS_MAX_HOSTS;
         for (size_t i = 0; i < q->nhosts; i++) q->hosts[i].mx = mx[i];
     }
-    for (size_t h = 0; h < q->nhosts; h++) {
-        if (start_sub(q, q->hosts[h].mx.name, RR_A, h) < 0) q->hosts[h].tempfail = true;
-        if (start_sub(q, q->hosts[h].mx.name, RR_AAAA, h) < 0) q->hosts[h].tempfail = true;
-    }
-    if (q->pending == 0) addresses_done(q);
+    start_addresses(q);
 }
 
 static void handle_addr(struct dns_query *q, struct sub *s, struct ub_result *res)
@@ -352,6 +358,41 @@ int dns_parse_literal(const char *lit, size_t len, struct sockaddr_storage *addr
     return 0;
 }
 
+/* A new query for name, or NULL after calling back with PERMFAIL when
+ * the name is malformed. */
+static struct dns_query *query_new(dns_resolver *r, const char *name, dns_route_cb cb, void *ud)
+{
+    if (!dns_name_valid(name)) {
+        struct dns_route route = { DNS_PERMFAIL, "malformed domain name", NULL, 0 };
+        cb(&route, ud);
+        return NULL;
+    }
+    struct dns_query *q = xcalloc(1, sizeof *q);
+    q->r = r;
+    q->cb = cb;
+    q->ud = ud;
+    snprintf(q->domain, sizeof q->domain, "%s", name);
+    ascii_lower(q->domain);
+    return q;
+}
+
+dns_query *dns_resolve_host(dns_resolver *r, const char *host, dns_route_cb cb, void *ud)
+{
+    struct dns_query *q = query_new(r, host, cb, ud);
+    if (!q) return NULL;
+    q->nhosts = 1;
+    snprintf(q->hosts[0].mx.name, sizeof q->hosts[0].mx.name, "%s", q->domain);
+    /* q->implicit stays false: a host with no address is a temporary
+     * failure (it is our configured next hop, not a remote domain). */
+    if (start_sub(q, q->domain, RR_A, 0) < 0) q->hosts[0].tempfail = true;
+    if (start_sub(q, q->domain, RR_AAAA, 0) < 0) q->hosts[0].tempfail = true;
+    if (q->pending == 0) {
+        addresses_done(q);      /* frees q */
+        return NULL;
+    }
+    return q;
+}
+
 dns_query *dns_resolve_route(dns_resolver *r, const char *domain, dns_route_cb cb, void *ud)
 {
     size_t dl = strlen(domain);
@@ -365,17 +406,8 @@ dns_query *dns_resolve_route(dns_resolver *r, const char *domain, dns_route_cb c
         cb(&route, ud);
         return NULL;
     }
-    if (!dns_name_valid(domain)) {
-        struct dns_route route = { DNS_PERMFAIL, "malformed domain name", NULL, 0 };
-        cb(&route, ud);
-        return NULL;
-    }
-    struct dns_query *q = xcalloc(1, sizeof *q);
-    q->r = r;
-    q->cb = cb;
-    q->ud = ud;
-    snprintf(q->domain, sizeof q->domain, "%s", domain);
-    ascii_lower(q->domain);
+    struct dns_query *q = query_new(r, domain, cb, ud);
+    if (!q) return NULL;
     if (start_sub(q, q->domain, RR_MX, SIZE_MAX) < 0) {
         snprintf(q->error, sizeof q->error, "cannot start a DNS query for %s", q->domain);
         finish(q, DNS_TEMPFAIL, q->error);

@@ -64,6 +64,11 @@ void dns_resolver_free(dns_resolver *r);
  * may run before this returns (literals, bad names).  Returns a handle
  * for dns_query_cancel(), or NULL when the callback has already run. */
 dns_query *dns_resolve_route(dns_resolver *r, const char *domain, dns_route_cb cb, void *ud);
+/* Like dns_resolve_route for a host named by configuration (a bracketed
+ * relay host or transport-map next hop, Postfix's "[host]"): only its
+ * A and AAAA records, no MX lookup; a name without addresses is a
+ * temporary failure, since the fix is ours, not the remote's. */
+dns_query *dns_resolve_host(dns_resolver *r, const char *host, dns_route_cb cb, void *ud);
 void dns_query_cancel(dns_query *q);
 
 /* Turn "127.0.0.1:5353" into unbound's "127.0.0.1@5353" (and "[::1]:53"

@@ -26,6 +26,22 @@ static bool att_needs_content(const struct imap_fetch_att *a)
     }
 }
 
+/* Can the attribute be answered from the header block alone?  The top
+ * level's header sections and ENVELOPE (a MIME tree parsed from the header
+ * alone has the same root header and envelope as one of the whole). */
+static bool att_header_only(const struct imap_fetch_att *a)
+{
+    switch (a->type) {
+    case IMAP_FA_ENVELOPE: case IMAP_FA_RFC822_HEADER:
+        return true;
+    case IMAP_FA_BODY_SECTION:
+        return a->nparts == 0 && (a->text == IMAP_SECT_HEADER || a->text == IMAP_SECT_HEADER_FIELDS ||
+                                  a->text == IMAP_SECT_HEADER_FIELDS_NOT);
+    default:
+        return !att_needs_content(a);
+    }
+}
+
 static bool att_sets_seen(const struct imap_fetch_att *a)
 {
     switch (a->type) {
@@ -182,16 +198,17 @@ static bool fetch_one(struct imap_session *s, uint32_t seq, sbuf *msg, sbuf *tmp
     if (m->expunged) return false;
     /* RFC 7162 3.1.4.1: only what changed after CHANGEDSINCE. */
     if (c->has_changedsince && m->modseq <= c->changedsince) return true;
-    bool content = false, seen = false, want_flags = false, want_modseq = false;
+    bool content = false, header_only = true, seen = false, want_flags = false, want_modseq = false;
     for (const struct imap_fetch_att *a = c->fetch; a; a = a->next) {
         content |= att_needs_content(a);
+        header_only &= att_header_only(a);
         seen |= att_sets_seen(a);
         want_flags |= a->type == IMAP_FA_FLAGS;
         want_modseq |= a->type == IMAP_FA_MODSEQ;
     }
     struct mime_part *root = NULL;
     if (content) {
-        int rc = imap_load_msg(s, m->uid, msg);
+        int rc = header_only ? imap_load_header(s, m->uid, msg) : imap_load_msg(s, m->uid, msg);
         if (rc == STORE_ENOENT) return false;
         if (rc < 0) {
             s->fetch_failed = true;

@@ -179,6 +179,18 @@ static int quoted(struct ip *p, struct imap_str *out)
     return ip_step(p);
 }
 
+/* The diverted literal whose data would begin at off, or NULL. */
+static const struct imap_extlit *ext_at(const struct ip *p, size_t off)
+{
+    size_t lo = 0, hi = p->next;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (p->ext[mid].offset < off) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < p->next && p->ext[lo].offset == off ? &p->ext[lo] : NULL;
+}
+
 int ip_literal(struct ip *p, struct imap_str *out, bool allow_binary, bool *binary)
 {
     bool bin = false;
@@ -202,6 +214,18 @@ int ip_literal(struct ip *p, struct imap_str *out, bool allow_binary, bool *bina
     if (ip_peek(p, '\r')) p->pos++;
     if (ip_char(p, '\n', "Literal must end the line") < 0) return -1;
     if (n > p->lim->literal_max) return ip_fail_code(p, "TOOBIG", "Literal too big");
+    const struct imap_extlit *x = p->next ? ext_at(p, p->pos) : NULL;
+    if (x) {
+        /* The data is elsewhere; the text goes on right here. */
+        if (!p->ext_ok) return ip_fail(p, "Literal not allowed here");
+        if (x->size != n) return ip_fail(p, "Literal data incomplete");
+        if (!bin && x->nul) return ip_fail(p, "NUL in literal (use literal8)");
+        out->data = NULL;
+        out->len = (size_t)n;
+        p->last_ext = x;
+        if (binary) *binary = bin;
+        return ip_step(p);
+    }
     if (n > p->len - p->pos) return ip_fail(p, "Literal data incomplete");
     out->data = p->b + p->pos;
     out->len = (size_t)n;
@@ -686,6 +710,18 @@ static int date_time(struct ip *p, time_t *t, int *zone)
     return ip_step(p);
 }
 
+/* The message literal of APPEND: the only place its data may have been
+ * diverted (imap_cmd_scan). */
+static int message(struct ip *p, struct imap_append_msg *m)
+{
+    p->ext_ok = true;
+    p->last_ext = NULL;
+    int r = ip_literal(p, &m->data, true, &m->binary);
+    p->ext_ok = false;
+    m->ext = p->last_ext;
+    return r;
+}
+
 /* RFC 9051 6.3.12, RFC 3502 (MULTIAPPEND), RFC 3516, RFC 6855 */
 static int c_append(struct ip *p, struct imap_command *c)
 {
@@ -706,11 +742,11 @@ static int c_append(struct ip *p, struct imap_command *c)
             m->utf8 = true;
             if (ip_sp(p) < 0 || ip_char(p, '(', "Expected \"(\"") < 0) return -1;
             if (!ip_peek(p, '~')) return ip_fail(p, "UTF8 data must be a literal8");
-            if (ip_literal(p, &m->data, true, &m->binary) < 0) return -1;
+            if (message(p, m) < 0) return -1;
             if (ip_char(p, ')', "Expected \")\"") < 0) return -1;
         } else {
             if (!ip_peek(p, '{') && !ip_peek(p, '~')) return ip_fail(p, "Message must be a literal");
-            if (ip_literal(p, &m->data, true, &m->binary) < 0) return -1;
+            if (message(p, m) < 0) return -1;
         }
     } while (!ip_eol(p));
     c->msgs = v.v;
@@ -1139,9 +1175,17 @@ static int finish(struct ip *p, struct imap_err *err, bool tagged, int r)
 int imap_parse_command(const char *buf, size_t len, const struct imap_limits *lim, unsigned flags,
                        struct imap_arena *a, struct imap_command *cmd, struct imap_err *err)
 {
+    return imap_parse_command_ext(buf, len, NULL, 0, lim, flags, a, cmd, err);
+}
+
+int imap_parse_command_ext(const char *buf, size_t len, const struct imap_extlit *ext, size_t next,
+                           const struct imap_limits *lim, unsigned flags, struct imap_arena *a,
+                           struct imap_command *cmd, struct imap_err *err)
+{
     memset(cmd, 0, sizeof *cmd);
     memset(err, 0, sizeof *err);
-    struct ip p = { .b = buf, .len = len, .lim = lim, .flags = flags, .a = a };
+    struct ip p = { .b = buf, .len = len, .lim = lim, .flags = flags, .a = a, .ext = ext,
+                    .next = ext ? next : 0 };
 
     if (len == 0 || buf[len - 1] != '\n') return finish(&p, err, false, ip_fail(&p, "Incomplete command"));
     if (ip_eol(&p)) return finish(&p, err, false, ip_fail(&p, "Empty command line"));

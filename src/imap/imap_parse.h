@@ -16,9 +16,15 @@
  *     Its state is resumable: each call only looks at bytes it has not seen,
  *     and literal data is skipped in O(1), so a 10 MB literal arriving in
  *     4 KB pieces costs O(pieces), not O(pieces * size).
+ *     The message literals of APPEND (the one place where big literals are
+ *     legitimate) are "diverted": the scanner tells the session to take
+ *     their data out of the stream (into a spool file) instead of the
+ *     command buffer, so what a command holds in memory is bounded by
+ *     limits.command_max whatever its messages weigh.
  *
  *  2. imap_parse_command() parses one complete command (as delimited by the
- *     scanner) into struct imap_command.  Everything it builds lives in an
+ *     scanner, with the diverted literals named by the caller) into struct
+ *     imap_command.  Everything it builds lives in an
  *     imap_arena bounded by a byte limit; strings that need no decoding
  *     (atoms, literals, quoted strings without escapes) point into the
  *     caller's buffer.  So the result is valid while BOTH the buffer and the
@@ -49,7 +55,10 @@
 struct imap_limits {
     size_t line_max;        /* command text outside literal data, all lines */
     uint64_t literal_max;   /* one literal's size */
-    uint64_t command_max;   /* whole command including literal data */
+    uint64_t command_max;   /* the command in memory: text and the data of
+                             * literals not diverted (see lit_divert) */
+    uint64_t spool_min;     /* APPEND messages this big or more are diverted
+                             * (smaller ones too once command_max is short) */
     unsigned literals_max;  /* literals in one command (MULTIAPPEND) */
     unsigned depth_max;     /* nesting of (...) / NOT / OR in SEARCH */
     unsigned tokens_max;    /* parse steps (tokens) in one command */
@@ -57,8 +66,8 @@ struct imap_limits {
     size_t mailbox_max;     /* mailbox name, bytes after decoding */
 };
 
-/* line 64 KiB, literal 64 MiB, command 256 MiB, 1000 literals, depth 32,
- * 50000 tokens, arena 4 MiB, mailbox name 1024 bytes. */
+/* line 64 KiB, literal 64 MiB, command 1 MiB, spool from 64 KiB, 1000
+ * literals, depth 32, 50000 tokens, arena 4 MiB, mailbox name 1024 bytes. */
 void imap_limits_default(struct imap_limits *lim);
 
 /* ------------------------------------------------------------------ */
@@ -80,9 +89,12 @@ enum imap_literal_kind {
 enum imap_scan_error {
     IMAP_SCAN_ERR_NONE,
     IMAP_SCAN_ERR_LINE,       /* text exceeds line_max: the end is unknown */
-    IMAP_SCAN_ERR_LITERAL,    /* literal exceeds literal_max or command_max,
-                               * or has too many digits: lit_* and end set */
+    IMAP_SCAN_ERR_LITERAL,    /* literal exceeds literal_max, or has too many
+                               * digits: lit_* and end set */
     IMAP_SCAN_ERR_LITERALS,   /* more than literals_max literals: lit_*, end set */
+    IMAP_SCAN_ERR_COMMAND,    /* a literal that is not diverted would take the
+                               * command in memory over command_max: lit_*,
+                               * end set; imap_scan_discard() may follow */
 };
 
 /* Caller-owned scanner state; zero it with imap_scan_init() before the
@@ -96,6 +108,15 @@ struct imap_scan {
     bool lit_binary;              /* ~{N}: literal8 (RFC 3516) */
     size_t lit_offset;
     unsigned literals;            /* announcements so far */
+    /* The literal is a message of APPEND (not its mailbox name). */
+    bool lit_append;
+    /* The data must not come into buf: the caller takes the lit_size bytes
+     * that follow the announcement out of its stream (stores or drops
+     * them), so that on the next call buf[lit_offset..] is the text after
+     * the data.  Set for an APPEND message of spool_min bytes or more (or
+     * one that would overflow command_max), and for every literal once
+     * imap_scan_discard() was called. */
+    bool lit_divert;
 
     /* After IMAP_SCAN_DONE: the command is buf[0..end).  After a literal
      * error: end == lit_offset, so for a rejected synchronizing literal the
@@ -112,15 +133,28 @@ struct imap_scan {
     size_t seg_start;             /* first byte after the last literal data */
     size_t text_bytes;            /* bytes outside literal data */
     uint64_t lit_left;            /* literal data still to skip */
-    uint64_t total;               /* bytes of the command so far */
+    uint64_t total;               /* bytes of the command in buf so far */
     int state;
+    bool append;                  /* the command is APPEND */
+    bool discard;                 /* imap_scan_discard() was called */
 };
 
 void imap_scan_init(struct imap_scan *s);
 
+/* Give up the current command but stay in step with the stream: after
+ * IMAP_SCAN_LITERAL (any literal), or after IMAP_SCAN_ERROR with
+ * IMAP_SCAN_ERR_COMMAND for a non-synchronizing literal (whose data is on
+ * its way regardless, RFC 7888 4), the current literal and every later
+ * literal of the command are reported with lit_divert set, so the caller
+ * drops their data, and command_max no longer applies (line_max,
+ * literal_max and literals_max still do).  The caller goes on calling
+ * imap_cmd_scan() until IMAP_SCAN_DONE and then refuses the command. */
+void imap_scan_discard(struct imap_scan *s);
+
 /* Scan buf[0..len): the bytes of the current command received so far.  Each
  * call must pass the same bytes as the previous one plus possibly more
- * (len never shrinks).  Returns an enum imap_scan_status.  After
+ * (len never shrinks), except that a diverted literal's data is left out
+ * (see lit_divert).  Returns an enum imap_scan_status.  After
  * IMAP_SCAN_LITERAL the session checks lit_size, sends "+ ..." when
  * lit_kind == IMAP_LIT_SYNC, and calls again (with the same or more bytes).
  * After IMAP_SCAN_DONE or IMAP_SCAN_ERROR, imap_scan_init() before reuse.
@@ -365,6 +399,18 @@ struct imap_sort_crit {
 
 enum imap_thread_alg { IMAP_THREAD_ORDEREDSUBJECT, IMAP_THREAD_REFERENCES, IMAP_THREAD_REFS };
 
+/* A literal whose data the scanner diverted (lit_divert): not in the
+ * command buffer but wherever the caller put it. */
+struct imap_extlit {
+    size_t offset;                /* the scanner's lit_offset: where the data
+                                   * would have begun in the command */
+    uint64_t size;                /* lit_size */
+    bool nul;                     /* the data holds a NUL octet (the caller
+                                   * looked while storing it) */
+    uint64_t where;               /* the caller's (e.g. the offset in its spool
+                                   * file); the parser does not look at it */
+};
+
 /* One message of APPEND (several with MULTIAPPEND). */
 struct imap_append_msg {
     bool has_flags;
@@ -372,7 +418,10 @@ struct imap_append_msg {
     bool has_date;
     time_t date;
     int zone_min;
-    struct imap_str data;         /* points into the command buffer */
+    struct imap_str data;         /* points into the command buffer; for a
+                                   * diverted literal data.data is NULL and
+                                   * data.len its size */
+    const struct imap_extlit *ext; /* diverted: the caller's entry, else NULL */
     bool binary;                  /* sent as literal8 ~{N} */
     bool utf8;                    /* RFC 6855 "UTF8 (~{N})" */
 };
@@ -460,7 +509,8 @@ struct imap_err {
                                    * names are raw UTF-8, not modified UTF-7 */
 
 /* Parse buf[0..len), one complete command as delimited by imap_cmd_scan()
- * (which enforces line_max, command_max and literals_max; this function
+ * with no diverted literal (which enforces line_max, command_max and
+ * literals_max; this function
  * enforces literal_max, depth_max, tokens_max, mailbox_max and, through
  * the arena, arena_max).
  * It must end in its final CRLF or LF, nothing after.  Allocates from `a`
@@ -470,5 +520,15 @@ struct imap_err {
  * unrecognized command is -1 with text "Unknown command". */
 int imap_parse_command(const char *buf, size_t len, const struct imap_limits *lim, unsigned flags,
                        struct imap_arena *a, struct imap_command *cmd, struct imap_err *err);
+
+/* The same for a command some of whose literals were diverted: ext[0..next)
+ * (ascending offset, the caller's memory, valid as long as the result) name
+ * them.  A diverted literal is allowed only where APPEND takes a message
+ * (anywhere else the command is refused, as it is when a size disagrees);
+ * its imap_append_msg.ext points to its entry, and the NUL rule for
+ * non-literal8 data is applied to ext->nul. */
+int imap_parse_command_ext(const char *buf, size_t len, const struct imap_extlit *ext, size_t next,
+                           const struct imap_limits *lim, unsigned flags, struct imap_arena *a,
+                           struct imap_command *cmd, struct imap_err *err);
 
 #endif

@@ -17,6 +17,10 @@ struct ip {
     struct imap_arena *a;
     unsigned steps, depth;
     const char *err, *code;
+    const struct imap_extlit *ext;  /* diverted literals, ascending offset */
+    size_t next;
+    bool ext_ok;                    /* reading an APPEND message */
+    const struct imap_extlit *last_ext; /* set by ip_literal for a diverted one */
 };
 
 /* All token readers return 0, or -1 with p->err set (first error wins). */
@@ -36,6 +40,8 @@ bool ip_kw(struct ip *p, const char *kw);
 bool ip_str_eq(const struct imap_str *s, const char *kw);
 int ip_astring(struct ip *p, struct imap_str *out);
 int ip_string(struct ip *p, struct imap_str *out);
+/* A diverted literal (p->ext) is taken only when p->ext_ok: out->data NULL,
+ * out->len its size, p->last_ext its entry. */
 int ip_literal(struct ip *p, struct imap_str *out, bool allow_binary, bool *binary);
 int ip_number(struct ip *p, uint32_t *out);
 int ip_nz_number(struct ip *p, uint32_t *out);

@@ -14,7 +14,8 @@ void imap_limits_default(struct imap_limits *lim)
 {
     lim->line_max = 64 * 1024;
     lim->literal_max = 64u * 1024 * 1024;
-    lim->command_max = 256u * 1024 * 1024;
+    lim->command_max = 1024 * 1024;
+    lim->spool_min = 64 * 1024;
     lim->literals_max = 1000;
     lim->depth_max = 32;
     lim->tokens_max = 50000;
@@ -38,8 +39,9 @@ static int scan_error(struct imap_scan *s, enum imap_scan_error e, const char *t
 /* The line ending at buf[nl] ('\n') ends in a literal announcement
  * "[~]{digits[+-]}" [CR]?  Look back no further than seg_start: bytes
  * before it are literal data.  Returns 1 (announcement), 0 (none), -1 (an
- * announcement with a number too large for 64 bits). */
-static int literal_spec(const char *buf, size_t seg_start, size_t nl, struct imap_scan *s)
+ * announcement with a number too large for 64 bits); *start is where the
+ * announcement begins (its "~" or "{"). */
+static int literal_spec(const char *buf, size_t seg_start, size_t nl, struct imap_scan *s, size_t *start)
 {
     size_t j = nl;
     if (j > seg_start && buf[j - 1] == '\r') j--;
@@ -64,7 +66,32 @@ static int literal_spec(const char *buf, size_t seg_start, size_t nl, struct ima
     s->lit_kind = kind;
     s->lit_binary = j - 1 > seg_start && buf[j - 2] == '~';
     s->lit_offset = nl + 1;
+    *start = s->lit_binary ? j - 2 : j - 1;
     return overflow ? -1 : 1;
+}
+
+/* Called at the command's first literal announcement, which begins at
+ * buf[start] on the first line: is the command APPEND (RFC 9051 6.3.12)?
+ * Then every literal is a message (RFC 3502 MULTIAPPEND, RFC 3516 literal8,
+ * RFC 6855 "UTF8 (~{N})": flags and date-time are never literals) except a
+ * mailbox name sent as a literal right after "tag APPEND ".  Returns
+ * whether this first literal is the mailbox name. */
+static bool append_detect(const char *buf, size_t start, struct imap_scan *s)
+{
+    size_t t = imap_tag_len(buf, start);
+    if (t == 0 || start - (t + 1) < 7 || ascii_ncasecmp(buf + t + 1, "APPEND ", 7) != 0) return false;
+    s->append = true;
+    return start == t + 1 + 7;
+}
+
+void imap_scan_discard(struct imap_scan *s)
+{
+    s->discard = true;
+    s->lit_divert = true;
+    s->error = IMAP_SCAN_ERR_NONE;
+    s->error_text = NULL;
+    s->state = ST_TEXT;
+    s->pos = s->seg_start = s->lit_offset;
 }
 
 int imap_cmd_scan(const char *buf, size_t len, const struct imap_limits *lim, struct imap_scan *s)
@@ -93,22 +120,39 @@ int imap_cmd_scan(const char *buf, size_t len, const struct imap_limits *lim, st
                 s->end = s->pos;
                 return IMAP_SCAN_DONE;
             }
-            int r = literal_spec(buf, s->seg_start, nl, s);
+            size_t start = 0;
+            int r = literal_spec(buf, s->seg_start, nl, s, &start);
             if (r == 0) {
                 s->end = s->pos;
                 return IMAP_SCAN_DONE;
             }
+            bool mailbox = s->literals == 0 && append_detect(buf, start, s);
             s->literals++;
             s->end = s->pos;
-            if (r < 0 || s->lit_size > lim->literal_max ||
-                s->lit_size > lim->command_max - (s->total < lim->command_max ? s->total : lim->command_max))
+            s->lit_append = s->append && !mailbox;
+            s->lit_divert = false;
+            if (r < 0 || s->lit_size > lim->literal_max)
                 return scan_error(s, IMAP_SCAN_ERR_LITERAL, "Literal too big");
             if (s->literals > lim->literals_max)
                 return scan_error(s, IMAP_SCAN_ERR_LITERALS, "Too many literals");
+            uint64_t room = lim->command_max - (s->total < lim->command_max ? s->total : lim->command_max);
+            /* A message goes to the caller's file when it is big, or when
+             * it would not fit what is left of the in-memory budget: so a
+             * MULTIAPPEND of many small messages is bounded by disk too. */
+            if (s->discard || (s->lit_append && s->lit_size > 0 &&
+                               (s->lit_size >= lim->spool_min || s->lit_size > room)))
+                s->lit_divert = true;
+            else if (s->lit_size > room)
+                return scan_error(s, IMAP_SCAN_ERR_COMMAND, "Command too large");
+            s->seg_start = s->pos;
+            if (s->lit_divert) {
+                /* the data never enters buf: the text goes on at lit_offset */
+                s->state = ST_TEXT;
+                return IMAP_SCAN_LITERAL;
+            }
             s->total += s->lit_size;
             s->lit_left = s->lit_size;
             s->state = s->lit_left ? ST_LITERAL : ST_TEXT;
-            s->seg_start = s->pos;
             return IMAP_SCAN_LITERAL;
         }
         s->pos++;

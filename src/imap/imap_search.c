@@ -37,8 +37,26 @@ static bool load(struct imap_search_msg *m)
 {
     if (m->loaded) return !m->load_failed;
     m->loaded = true;
+    m->hdr_loaded = true;
     if (!m->load || m->load(m->load_ctx, &m->data, &m->len) < 0) {
         m->load_failed = true;
+        return false;
+    }
+    bool has_body;
+    m->hdr_len = mime_header_size(m->data, m->len, &has_body);
+    return true;
+}
+
+/* Enough for the header keys: the header block alone when the loader can
+ * read just that (a body that may be megabytes stays unread). */
+static bool load_header(struct imap_search_msg *m)
+{
+    if (m->hdr_loaded) return !m->load_failed;
+    if (!m->load_header) return load(m);
+    m->hdr_loaded = true;
+    if (m->load_header(m->load_ctx, &m->data, &m->len) < 0) {
+        m->load_failed = true;
+        m->loaded = true;
         return false;
     }
     bool has_body;
@@ -177,7 +195,8 @@ static int eval(const struct imap_search *n, struct imap_search_msg *m);
 
 static int eval_content(const struct imap_search *n, struct imap_search_msg *m)
 {
-    if (!load(m)) return -1;
+    bool body = n->key == IMAP_SK_BODY || n->key == IMAP_SK_TEXT;
+    if (!(body ? load(m) : load_header(m))) return -1;
     switch (n->key) {
     case IMAP_SK_BCC: return header_has(m, "Bcc", 3, &n->str);
     case IMAP_SK_CC: return header_has(m, "Cc", 2, &n->str);
@@ -270,4 +289,5 @@ void imap_search_msg_done(struct imap_search_msg *m)
     sbuf_free(&m->text);
     m->text_done = false;
     m->loaded = false;
+    m->hdr_loaded = false;
 }

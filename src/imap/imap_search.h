@@ -37,10 +37,14 @@ struct imap_search_msg {
     time_t now;                     /* for OLDER/YOUNGER */
     bool in_saved;                  /* in the saved result "$" (RFC 5182) */
     imap_search_load_fn load;
+    /* Optional: the header block only (same context), for keys that need
+     * no more; the whole message is loaded later if a key needs the body. */
+    imap_search_load_fn load_header;
     void *load_ctx;
 
     /* private: what was derived from the bytes */
     bool loaded, load_failed;
+    bool hdr_loaded;                /* data holds at least the header */
     const char *data;
     size_t len, hdr_len;
     struct mime_part *tree;

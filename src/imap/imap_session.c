@@ -4,12 +4,15 @@
  * ENABLE, IDLE (RFC 2177) and the worker-job machinery.  Logins live in
  * imap_session_auth.c, mailbox commands in imap_session_mbox.c, message
  * commands in imap_session_msg.c and imap_fetch.c. */
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "auth/accounts.h"
@@ -21,8 +24,21 @@
 /* An AUTHENTICATE response line or the DONE of IDLE (RFC 4954's SMTP
  * bound, generous for any SASL PLAIN/LOGIN answer). */
 #define IMAP_RESP_LINE_MAX 12288
+/* Before login only LITERAL- is announced (imap_capabilities): a
+ * non-synchronizing literal over IMAP_LITERAL_MINUS_MAX gets the tagged
+ * BAD [TOOBIG] of RFC 7888 5.  Up to this size the data is read and
+ * dropped with its command, so the connection stays in step; beyond it,
+ * and for any synchronizing literal beyond it, nothing is read
+ * (RFC 7888 4: BYE for the former, NO [TOOBIG] for the latter). */
+#define IMAP_PREAUTH_LITERAL_MAX (64 * 1024)
 /* How much input is taken from the connection per step. */
 #define PULL_CHUNK (256 * 1024)
+/* APPEND messages at least this big are written to a spool file as they
+ * arrive instead of kept in memory with their command (smaller ones too
+ * once the command would outgrow imap_max_command_size). */
+#define IMAP_SPOOL_MIN (64 * 1024)
+/* Relative to the data directory (the working directory), as for SMTP. */
+#define IMAP_SPOOL_DIR "tmp"
 /* IDLE: changes made in this process (SMTP delivery, other sessions)
  * arrive through the mailbox_notify bus at once; this slow poll only
  * catches those of other processes (the pochta command). */
@@ -81,13 +97,26 @@ void imap_hold_tag(struct imap_session *s)
     command_done(s);
 }
 
+/* Replies at least this big are handed to the connection as they are
+ * instead of copied (a FETCH of bodies), so s->out does not stay grown to
+ * the largest reply the session ever sent. */
+#define OUT_HANDOVER (16 * 1024)
+
 static void flush(struct imap_session *s)
 {
     /* While a job runs, a worker thread writes s->out: job_done flushes. */
     if (s->jobs > 0 || s->out.len == 0) return;
-    if (s->phase != IP_CLOSED) conn_write(s->c, s->out.data, s->out.len);
-    sbuf_reset(&s->out);
+    if (s->phase == IP_CLOSED) {
+        sbuf_reset(&s->out);
+    } else if (s->out.len >= OUT_HANDOVER) {
+        size_t len = s->out.len;
+        conn_write_take(s->c, sbuf_detach(&s->out), len);
+    } else {
+        conn_write(s->c, s->out.data, s->out.len);
+        sbuf_reset(&s->out);
+    }
 }
+
 
 void imap_close(struct imap_session *s, const char *why)
 {
@@ -135,7 +164,15 @@ const char *imap_store_code(int rc)
 
 void imap_capabilities(const struct imap_session *s, sbuf *out)
 {
-    sbuf_puts(out, "IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID ENABLE IDLE");
+    /* RFC 7888: LITERAL+ and LITERAL- are two answers to one question (how
+     * large may a non-synchronizing literal be), so a server announces one
+     * of them at a time.  Before login it is LITERAL- (at most 4096 octets,
+     * the IMAP4rev2 rule of RFC 9051 4.3), so an unauthenticated peer cannot
+     * make us buffer a large literal; once logged in LITERAL+ (up to the
+     * literal limit, APPENDLIMIT).  The login's CAPABILITY response code
+     * tells the client of the change. */
+    sbuf_puts(out, s->state == IS_NOTAUTH ? "IMAP4rev1 IMAP4rev2 SASL-IR LITERAL- ID ENABLE IDLE"
+                                          : "IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID ENABLE IDLE");
     if (s->state == IS_NOTAUTH) {
         if (!conn_is_tls(s->c) && s->srv->tls) sbuf_puts(out, " STARTTLS");
         if (imap_login_allowed(s)) sbuf_puts(out, " AUTH=PLAIN AUTH=LOGIN");
@@ -146,15 +183,55 @@ void imap_capabilities(const struct imap_session *s, sbuf *out)
     sbuf_puts(out, " CREATE-SPECIAL-USE LIST-STATUS STATUS=SIZE QUOTA QUOTA=RES-STORAGE");
     sbuf_printf(out, " MULTIAPPEND BINARY APPENDLIMIT=%llu SEARCHRES QRESYNC"
                      " SORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES", (unsigned long long)imap_append_limit(s));
+    sbuf_puts(out, " ACL RIGHTS=texk");
 }
 
 /* ---- jobs ---------------------------------------------------------------- */
+
+/* The store is taken for each job and given back when it ends (store.h):
+ * between commands, and while it idles, a session holds no SQLite
+ * connection and no descriptor besides its socket; the handles stay warm
+ * in the store's cache, shared by all sessions of the user.  Before the
+ * login job (which opens and creates the store) there is nothing to take. */
+static bool store_take(struct imap_session *s)
+{
+    if (s->store || s->state == IS_NOTAUTH || !s->login) return true;
+    char err[256];
+    s->store = store_user_borrow("mail", s->login, err, sizeof err);
+    if (s->store) return true;
+    log_error("session=%s cannot open mail store of %s: %s", s->id, s->login, err);
+    return false;
+}
+
+static void store_give(struct imap_session *s)
+{
+    store_user_close(s->store);
+    s->store = NULL;
+}
+
+static void stamp_take(struct imap_session *s)
+{
+    s->have_stamp = store_user_stamp("mail", s->sel_owner ? s->sel_owner : s->login, &s->stamp) == 0;
+}
 
 static void job_work(void *p)
 {
     struct imap_session *s = p;
     s->job_more = false;
+    if (!store_take(s)) {
+        /* A FETCH cut short must not look like one still going on. */
+        free(s->fetch_set);
+        s->fetch_set = NULL;
+        imap_tagged(s, "NO", "[UNAVAILABLE] Cannot open your mailboxes, try again later");
+        return;
+    }
+    /* Taken before the job reads the store, for the IDLE safety poll
+     * (idle_poll_work) to compare with. */
+    if (s->state != IS_NOTAUTH) stamp_take(s);
+    imap_acl_job_begin(s);
     s->job(s);
+    imap_acl_job_end(s);
+    store_give(s);
 }
 
 static void job_done(void *p);
@@ -203,28 +280,6 @@ static void job_done(void *p)
 
 /* ---- life cycle ---------------------------------------------------------- */
 
-struct release_job {
-    struct imap_session *s;
-    store_user *u;
-};
-
-static void release_work(void *p)
-{
-    struct release_job *j = p;
-    store_user_close(j->u);
-}
-
-static void session_free(struct imap_session *s);
-
-static void release_done(void *p)
-{
-    struct release_job *j = p;
-    struct imap_session *s = j->s;
-    free(j);
-    s->jobs--;
-    imap_session_reap(s);
-}
-
 static void session_free(struct imap_session *s)
 {
     struct imap_server *srv = s->srv;
@@ -238,6 +293,10 @@ static void session_free(struct imap_session *s)
     if (s->sel) imap_view_free(s->sel);
     free(s->fetch_set);
     free(s->tag_copy);
+    if (s->spool_fd >= 0) close(s->spool_fd);
+    free(s->ext);
+    free(s->acl_notify);
+    free(s->sel_owner);
     free(s->login);
     sbuf_free(&s->in);
     sbuf_free(&s->out);
@@ -249,16 +308,6 @@ static void session_free(struct imap_session *s)
 bool imap_session_reap(struct imap_session *s)
 {
     if (s->phase != IP_CLOSED || s->jobs > 0 || s->idle_polling) return false;
-    if (s->store) {
-        /* SQLite may checkpoint on close: not on the loop. */
-        struct release_job *j = xcalloc(1, sizeof *j);
-        j->s = s;
-        j->u = s->store;
-        s->store = NULL;
-        s->jobs++;
-        workpool_submit(s->srv->pool, release_work, release_done, j);
-        return false;
-    }
     session_free(s);
     return true;
 }
@@ -354,8 +403,9 @@ void imap_session_accept(struct imap_server *srv, bool implicit_tls, int fd, con
     memcpy(s->ip, ip, sizeof ip);
     imap_limits_default(&s->lim);
     s->lim.literal_max = srv->cfg->imap_max_literal;
-    if (s->lim.command_max < s->lim.literal_max + s->lim.line_max)
-        s->lim.command_max = s->lim.literal_max + s->lim.line_max;
+    s->lim.command_max = srv->cfg->imap_max_command_size;
+    s->lim.spool_min = IMAP_SPOOL_MIN;
+    s->spool_fd = -1;
     imap_arena_init(&s->arena, s->lim.arena_max);
     imap_scan_init(&s->scan);
     s->c = conn_new(srv->base, fd, peer, implicit_tls ? srv->tls : NULL, &imap_conn_ops, s);
@@ -494,11 +544,17 @@ static void noop_job(struct imap_session *s)
 static void changes_signal(struct imap_session *s)
 {
     if (!s->login) return;
+    if (s->acl_notify) {
+        /* a job changed a mailbox another user shared (imap_session_acl.c) */
+        mailbox_notify_signal(s->acl_notify, NULL, s);
+        free(s->acl_notify);
+        s->acl_notify = NULL;
+    }
     switch (s->cmd.name) {
     case IMAP_CMD_APPEND: case IMAP_CMD_STORE: case IMAP_CMD_COPY: case IMAP_CMD_MOVE:
     case IMAP_CMD_EXPUNGE: case IMAP_CMD_CLOSE: case IMAP_CMD_FETCH: case IMAP_CMD_DELETE:
     case IMAP_CMD_RENAME:
-        mailbox_notify_signal(s->login, NULL, s);
+        mailbox_notify_signal(s->sel_owner ? s->sel_owner : s->login, NULL, s);
         return;
     default:
         return;
@@ -516,8 +572,9 @@ static void on_mailbox_changed(void *ud)
 static void watch_update(struct imap_session *s)
 {
     if (s->sel && s->login && s->phase != IP_CLOSED) {
-        if (!mailbox_watch_is(&s->watch, s->login, s->sel->name)) {
-            mailbox_watch_start(&s->watch, s->login, s->sel->name, on_mailbox_changed, s);
+        const char *owner = s->sel_owner ? s->sel_owner : s->login;
+        if (!mailbox_watch_is(&s->watch, owner, s->sel->name)) {
+            mailbox_watch_start(&s->watch, owner, s->sel->name, on_mailbox_changed, s);
             s->notified = false;
         }
     } else {
@@ -528,7 +585,20 @@ static void watch_update(struct imap_session *s)
 static void idle_poll_work(void *p)
 {
     struct imap_session *s = p;
+    /* The safety poll is for other processes' changes: when the index of
+     * the selected mailbox's owner has not changed at all since the last
+     * one, there is nothing to look at and no handle to take (with many
+     * idle users, the store's cache would be churned every 30 s). */
+    store_stamp last = s->stamp;
+    bool had = s->have_stamp;
+    stamp_take(s);
+    if (!s->poll_signalled && had && s->have_stamp && memcmp(&last, &s->stamp, sizeof last) == 0)
+        return;
+    if (!store_take(s)) return;     /* logged; the safety poll tries again */
+    imap_acl_job_begin(s);
     imap_sync(s, true);
+    imap_acl_job_end(s);
+    store_give(s);
 }
 
 static void idle_poll_done(void *p)
@@ -561,6 +631,16 @@ static void idle_poll_start(struct imap_session *s)
     /* Output not drained: the client is not reading; do not pile up more
      * (the flag stays set, the safety poll retries). */
     if (conn_output_len(s->c) > CONN_OUTPUT_HIGH) return;
+    if (!s->notified && s->have_stamp) {
+        /* The safety poll with nothing changed (the common case: 10,000
+         * idle sessions poll 300 times a second) costs two stat() calls
+         * here, not a worker job and a loop wake-up. */
+        store_stamp now;
+        if (store_user_stamp("mail", s->sel_owner ? s->sel_owner : s->login, &now) == 0 &&
+            memcmp(&now, &s->stamp, sizeof now) == 0)
+            return;
+    }
+    s->poll_signalled = s->notified;
     s->notified = false;
     s->idle_polling = true;
     workpool_submit(s->srv->pool, idle_poll_work, idle_poll_done, s);
@@ -718,6 +798,7 @@ static void dispatch(struct imap_session *s)
             return;
         }
     }
+    if (imap_acl_dispatch(s)) return;
     switch (c->name) {
     case IMAP_CMD_STARTTLS: case IMAP_CMD_LOGIN: case IMAP_CMD_AUTHENTICATE:
         imap_client_error(s, "Command not valid in this state: already authenticated");
@@ -766,6 +847,22 @@ static size_t in_len(const struct imap_session *s)
     return s->in.len - s->in_off;
 }
 
+/* A session waiting for its client keeps no buffers it does not need:
+ * an idling one (IDLE, the state most of a server's sessions are in)
+ * gives back all of them; one between commands only what a big command
+ * grew. */
+static void trim(struct imap_session *s)
+{
+    if (s->jobs > 0 || s->idle_polling || s->out.len != 0) return;
+    bool idle = s->phase == IP_IDLE;
+    if (idle || s->out.cap > OUT_HANDOVER) sbuf_free(&s->out);
+    if (in_len(s) == 0 && (idle || s->in.cap > OUT_HANDOVER)) {
+        sbuf_free(&s->in);
+        s->in_off = 0;
+    }
+    if (idle) imap_arena_free(&s->arena);
+}
+
 /* Move up to PULL_CHUNK buffered bytes into s->in; returns how many. */
 static size_t pull(struct imap_session *s)
 {
@@ -797,15 +894,33 @@ static void drop_input(struct imap_session *s, size_t n)
     }
 }
 
-static void command_done(struct imap_session *s)
+/* Forget the command being read: scanner, literals, spool. */
+static void input_reset(struct imap_session *s)
 {
-    drop_input(s, s->cmd_len);
-    s->cmd_len = 0;
     imap_scan_init(&s->scan);
     s->lit_acked = 0;
+    s->lit_refused = NULL;
+    s->lit_skip = 0;
+    if (s->spool_fd >= 0) close(s->spool_fd);     /* unnamed: the data goes with it */
+    s->spool_fd = -1;
+    s->spool_len = 0;
+    s->n_ext = 0;
+    if (s->ext_cap > 64) {
+        free(s->ext);
+        s->ext = NULL;
+        s->ext_cap = 0;
+    }
+}
+
+static void command_done(struct imap_session *s)
+{
+    imap_acl_command_done(s);
+    drop_input(s, s->cmd_len);
+    s->cmd_len = 0;
+    input_reset(s);
     memset(&s->cmd, 0, sizeof s->cmd);
     imap_arena_reset(&s->arena);
-    /* Give back what a big APPEND made the buffer grow to. */
+    /* Give back what a big command made the buffer grow to. */
     if (s->in.cap > 4 * PULL_CHUNK && in_len(s) < PULL_CHUNK) {
         sbuf small = SBUF_INIT;
         sbuf_append(&small, in_ptr(s), in_len(s));
@@ -847,12 +962,53 @@ static void line_input(struct imap_session *s)
     free(line);
 }
 
-static void scan_error(struct imap_session *s)
+/* "tag " for answering a command that was not parsed (the scanner or the
+ * session refused it); "*" when it has no valid tag. */
+static void raw_tag(struct imap_session *s, sbuf *tag)
 {
     size_t tl = imap_tag_len(in_ptr(s), in_len(s));
+    if (tl) sbuf_append(tag, in_ptr(s), tl);
+    else sbuf_putc(tag, '*');
+}
+
+/* A synchronizing literal refused before its "+": RFC 9051 7.5, the client
+ * does not send the data and the command ends here. */
+static void refuse_sync(struct imap_session *s, const char *reply)
+{
     sbuf tag = SBUF_INIT;
-    if (tl) sbuf_append(&tag, in_ptr(s), tl);
-    else sbuf_putc(&tag, '*');
+    raw_tag(s, &tag);
+    imap_send(s, "%s %s\r\n", tag.data, reply);
+    sbuf_free(&tag);
+    drop_input(s, s->scan.end);
+    input_reset(s);
+    if (++s->errors >= s->srv->cfg->max_errors) imap_close(s, "too many errors");
+}
+
+/* The command is refused with reply (static "NO/BAD [CODE] text"): at once
+ * when the current literal is synchronizing, else once the rest of it is
+ * read, the data of this and later literals dropped as it comes in. */
+static void refuse_literal(struct imap_session *s, const char *reply)
+{
+    if (s->scan.lit_kind == IMAP_LIT_SYNC) {
+        refuse_sync(s, reply);
+        return;
+    }
+    if (!s->lit_refused) s->lit_refused = reply;
+    imap_scan_discard(&s->scan);
+    s->lit_skip = s->scan.lit_size;
+}
+
+static void scan_error(struct imap_session *s)
+{
+    if (s->scan.error == IMAP_SCAN_ERR_COMMAND) {
+        /* Only APPEND messages may outgrow memory (they go to disk). */
+        refuse_literal(s, s->scan.lit_kind == IMAP_LIT_SYNC
+                              ? "NO [TOOBIG] Literal too big: the command would exceed imap_max_command_size"
+                              : "BAD [TOOBIG] Literal too big: the command would exceed imap_max_command_size");
+        return;
+    }
+    sbuf tag = SBUF_INIT;
+    raw_tag(s, &tag);
     if (s->scan.error == IMAP_SCAN_ERR_LINE) {
         imap_send(s, "%s BAD %s\r\n* BYE Command line too long\r\n", tag.data, s->scan.error_text);
         imap_close(s, "line too long");
@@ -860,8 +1016,7 @@ static void scan_error(struct imap_session *s)
         /* RFC 9051 7.1: the client does not send the refused literal. */
         imap_send(s, "%s NO [TOOBIG] %s\r\n", tag.data, s->scan.error_text);
         drop_input(s, s->scan.end);
-        imap_scan_init(&s->scan);
-        s->lit_acked = 0;
+        input_reset(s);
         if (++s->errors >= s->srv->cfg->max_errors) imap_close(s, "too many errors");
     } else {
         /* A non-synchronizing literal is on its way regardless: rather
@@ -879,16 +1034,127 @@ static bool mentions_save(const char *p, size_t n)
     return false;
 }
 
+/* An APPEND message the scanner diverted: make room for it in the spool
+ * file.  NULL, or the refusal when it cannot be taken. */
+static const char *spool_begin(struct imap_session *s)
+{
+    if (s->state == IS_NOTAUTH)     /* APPEND needs a login: no file for it */
+        return "BAD Command not valid in this state: log in first";
+    if (s->spool_fd < 0) {
+        s->spool_fd = open(IMAP_SPOOL_DIR, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (s->spool_fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+            char path[] = IMAP_SPOOL_DIR "/imap.XXXXXX";
+            s->spool_fd = mkostemp(path, O_CLOEXEC);
+            if (s->spool_fd >= 0) unlink(path);
+        }
+        if (s->spool_fd < 0) {
+            log_error("session=%s cannot create spool file in %s: %s", s->id, IMAP_SPOOL_DIR, strerror(errno));
+            return "NO [UNAVAILABLE] Cannot receive the message now, try again later";
+        }
+        s->spool_len = 0;
+    }
+    /* Before the client sends it (for a synchronizing literal): the file
+     * system must have room for the message and what came before. */
+    struct statvfs vfs;
+    if (fstatvfs(s->spool_fd, &vfs) == 0 &&
+        (uint64_t)vfs.f_bavail * vfs.f_frsize < s->spool_len + s->scan.lit_size) {
+        log_warn("session=%s APPEND of %llu bytes refused: %s is full", s->id,
+                 (unsigned long long)s->scan.lit_size, IMAP_SPOOL_DIR);
+        return "NO [UNAVAILABLE] Not enough disk space for the message, try again later";
+    }
+    if (s->n_ext == s->ext_cap) {
+        s->ext_cap = s->ext_cap ? s->ext_cap * 2 : 4;
+        s->ext = xrealloc(s->ext, s->ext_cap * sizeof *s->ext);
+    }
+    s->ext[s->n_ext++] = (struct imap_extlit){
+        .offset = s->scan.lit_offset, .size = s->scan.lit_size, .where = s->spool_len,
+    };
+    return NULL;
+}
+
+/* Take the data of a diverted literal out of the input as it arrives:
+ * into the spool file, or dropped when the command is being refused.
+ * Only the bytes that follow it stay in `in`. */
+static void divert_input(struct imap_session *s)
+{
+    size_t at = s->scan.lit_offset;
+    if (in_len(s) <= at) return;
+    char *p = in_ptr(s) + at;
+    size_t have = in_len(s) - at;
+    size_t take = have < s->lit_skip ? have : (size_t)s->lit_skip;
+    if (!s->lit_refused) {
+        struct imap_extlit *x = &s->ext[s->n_ext - 1];
+        if (write_full(s->spool_fd, p, take) != 0) {
+            log_error("session=%s spool write: %s", s->id, strerror(errno));
+            s->lit_refused = "NO [UNAVAILABLE] Cannot store the message now, try again later";
+            imap_scan_discard(&s->scan);    /* later literals are dropped too */
+        } else {
+            if (!s->scan.lit_binary && !x->nul && memchr(p, 0, take)) x->nul = true;
+            s->spool_len += take;
+        }
+    }
+    memmove(p, p + take, have - take);
+    s->in.len -= take;
+    s->in.data[s->in.len] = '\0';
+    s->lit_skip -= take;
+}
+
+/* After IMAP_SCAN_LITERAL.  false: the command ended (refused). */
+static bool literal_announced(struct imap_session *s)
+{
+    if (s->state == IS_NOTAUTH && s->scan.lit_size > IMAP_PREAUTH_LITERAL_MAX) {
+        s->scan.error = IMAP_SCAN_ERR_LITERAL;
+        s->scan.error_text = "Literal too big before login";
+        scan_error(s);
+        return false;
+    }
+    if (s->lit_refused && s->scan.lit_kind == IMAP_LIT_SYNC) {
+        /* No "+" for data that would only be dropped. */
+        refuse_sync(s, s->lit_refused);
+        return false;
+    }
+    if (s->state == IS_NOTAUTH && s->scan.lit_kind != IMAP_LIT_SYNC &&
+        s->scan.lit_size > IMAP_LITERAL_MINUS_MAX) {
+        /* RFC 7888 5: LITERAL- refuses a larger non-synchronizing literal
+         * with a tagged BAD [TOOBIG]; the whole command is dropped. */
+        refuse_literal(s, "BAD [TOOBIG] Non-synchronizing literal over 4096 octets (LITERAL-)");
+        return true;
+    }
+    if (s->scan.lit_divert && !s->lit_refused) {
+        const char *why = spool_begin(s);
+        if (why) {
+            refuse_literal(s, why);
+            return s->scan.lit_kind != IMAP_LIT_SYNC;
+        }
+    }
+    if (s->scan.lit_divert) s->lit_skip = s->scan.lit_size;
+    if (s->scan.lit_kind == IMAP_LIT_SYNC && s->lit_acked < s->scan.literals) {
+        s->lit_acked = s->scan.literals;
+        /* Before the data is there: the client waits for this. */
+        if (in_len(s) <= s->scan.lit_offset) imap_send(s, "+ Ready for literal data\r\n");
+    }
+    return true;
+}
+
 static void command_input(struct imap_session *s)
 {
     int r;
-    while ((r = imap_cmd_scan(in_ptr(s), in_len(s), &s->lim, &s->scan)) ==
-           IMAP_SCAN_LITERAL) {
-        if (s->scan.lit_kind == IMAP_LIT_SYNC && s->lit_acked < s->scan.literals) {
-            s->lit_acked = s->scan.literals;
-            /* Before the data is there: the client waits for this. */
-            if (in_len(s) <= s->scan.lit_offset) imap_send(s, "+ Ready for literal data\r\n");
+    for (;;) {
+        if (s->lit_skip) {
+            divert_input(s);
+            if (s->lit_skip) return;        /* more of the literal to come */
         }
+        r = imap_cmd_scan(in_ptr(s), in_len(s), &s->lim, &s->scan);
+        if (r == IMAP_SCAN_LITERAL) {
+            if (!literal_announced(s)) return;
+            continue;
+        }
+        if (r == IMAP_SCAN_ERROR && s->scan.error == IMAP_SCAN_ERR_COMMAND &&
+            s->scan.lit_kind != IMAP_LIT_SYNC) {
+            scan_error(s);                  /* read on, dropping the data */
+            continue;
+        }
+        break;
     }
     if (r == IMAP_SCAN_MORE) return;
     if (r == IMAP_SCAN_ERROR) {
@@ -897,10 +1163,20 @@ static void command_input(struct imap_session *s)
     }
     /* IMAP_SCAN_DONE */
     s->cmd_len = s->scan.end;
+    if (s->lit_refused) {
+        sbuf tag = SBUF_INIT;
+        raw_tag(s, &tag);
+        imap_send(s, "%s %s\r\n", tag.data, s->lit_refused);
+        sbuf_free(&tag);
+        command_done(s);
+        if (++s->errors >= s->srv->cfg->max_errors) imap_close(s, "too many errors");
+        return;
+    }
     struct imap_err err;
     unsigned flags = s->utf8 ? IMAP_PARSE_UTF8 : 0;
     memset(&s->cmd, 0, sizeof s->cmd);
-    if (imap_parse_command(in_ptr(s), s->cmd_len, &s->lim, flags, &s->arena, &s->cmd, &err) < 0) {
+    if (imap_parse_command_ext(in_ptr(s), s->cmd_len, s->ext, s->n_ext, &s->lim, flags, &s->arena,
+                               &s->cmd, &err) < 0) {
         /* RFC 5182 2.1: a SEARCH with SAVE that fails empties "$". */
         if (s->cmd.name == IMAP_CMD_SEARCH && s->sel && mentions_save(in_ptr(s), s->cmd_len))
             imap_saved_clear(s->sel);
@@ -942,7 +1218,10 @@ static void process_input(struct imap_session *s)
         flush(s);
         bool progressed = in_len(s) != before || s->phase != ph || s->cmd_len != cmd_before;
         if (progressed) continue;
-        if (pull(s) == 0) return;
+        if (pull(s) == 0) {
+            if (s->phase == IP_COMMAND || s->phase == IP_IDLE) trim(s);
+            return;
+        }
     }
     flush(s);
 }

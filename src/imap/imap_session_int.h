@@ -96,7 +96,9 @@ struct imap_session {
     bool login_tls;             /* for the login log line (set on the loop) */
 
     char *login;                /* authenticated address, lower case */
-    store_user *store;          /* used by one thread at a time */
+    store_user *store;          /* only while a job runs (taken from the
+                                 * store's cache for it, given back after);
+                                 * NULL between commands and while idling */
     struct imap_view *sel;      /* NULL unless SELECTED */
 
     /* Input: the bytes of the current command (and any after it). */
@@ -104,6 +106,18 @@ struct imap_session {
     size_t in_off;              /* bytes of `in` already consumed */
     struct imap_scan scan;
     unsigned lit_acked;         /* synchronizing literals answered with "+" */
+    const char *lit_refused;    /* static "NO/BAD [CODE] text": the command is
+                                 * only read to the end (literal data dropped)
+                                 * to be refused with this */
+    uint64_t lit_skip;          /* data of a diverted literal (imap_scan's
+                                 * lit_divert) still to take from the input */
+    /* APPEND messages diverted by the scanner: written as they arrive to an
+     * unnamed file under tmp/ (gone with its descriptor, whatever happens),
+     * named to the parser by ext[] (ext[i].where: offset in the file). */
+    int spool_fd;               /* -1 when none */
+    uint64_t spool_len;
+    struct imap_extlit *ext;
+    size_t n_ext, ext_cap;
     struct imap_limits lim;
     struct imap_arena arena;
     struct imap_command cmd;    /* valid while `in` and `arena` are untouched */
@@ -136,6 +150,19 @@ struct imap_session {
     bool idle_polling;
     struct mailbox_watch watch;   /* the selected mailbox (loop thread) */
     bool notified;              /* a change was signalled since the last look */
+    bool poll_signalled;        /* the running IDLE poll was for a signal */
+    bool have_stamp;            /* stamp: the selected mailbox owner's index */
+    store_stamp stamp;          /* before the last job or IDLE poll read it;
+                                 * a safety poll skips the store if same */
+
+    /* ACL (imap_session_acl.c): a mailbox of another user is selected */
+    char *sel_owner;            /* its owner's address, or NULL */
+    unsigned sel_rights;        /* IMAP_RIGHT_* of this user there */
+    store_user *sel_store;      /* the owner's store, only while a job runs */
+    store_user *home_store;     /* s->store while a job runs on sel_store */
+    bool acl_swap;              /* this command's jobs run on sel_store */
+    bool acl_forced_readonly;   /* FETCH without the s right: no \Seen */
+    char *acl_notify;           /* another user whose mailbox a job changed */
 };
 
 /* ---- imap_session.c ---- */
@@ -237,9 +264,58 @@ uint32_t *imap_resolve_set(const struct imap_session *s, const struct imap_seqse
 /* Read message uid of the selected mailbox into out (reset first).
  * Returns 0, STORE_ENOENT (expunged meanwhile) or another STORE_E*. */
 int imap_load_msg(struct imap_session *s, uint32_t uid, sbuf *out);
+/* Like imap_load_msg(), but only the header block (up to and including the
+ * empty line that ends it): what ENVELOPE, HEADER.FIELDS and the header
+ * SEARCH keys need, without reading the body. */
+int imap_load_header(struct imap_session *s, uint32_t uid, sbuf *out);
 
 /* ---- imap_fetch.c ---- */
 void imap_cmd_fetch(struct imap_session *s);
+
+/* ---- imap_session_acl.c (RFC 4314 ACL, "Other Users" namespace) ---- */
+/* Dispatch hook (loop): ACL commands, NAMESPACE, and commands that name or
+ * work on another user's mailbox.  true: it took the command. */
+bool imap_acl_dispatch(struct imap_session *s);
+/* After every command (loop): undo what imap_acl_dispatch() set up. */
+void imap_acl_command_done(struct imap_session *s);
+/* The store holding the selected mailbox. */
+store_user *imap_sel_store(const struct imap_session *s);
+/* A mailbox name resolved to its store: own (owner NULL, all rights) or
+ * "Other Users/<owner>/<name>" (the owner's store, opened or the selected
+ * one; name points into the given name).  Worker thread. */
+struct imap_mbref {
+    store_user *store;
+    const char *name;
+    char *owner;
+    unsigned rights;            /* IMAP_RIGHT_* */
+};
+/* 0, or STORE_ENOENT (no such mailbox, a malformed shared name, or no
+ * right at all on it: RFC 4314 6 hides it). */
+int imap_acl_resolve(struct imap_session *s, const char *name, struct imap_mbref *ref);
+void imap_acl_release(struct imap_session *s, struct imap_mbref *ref);
+/* Has ref every right in need?  Else writes NO [NOPERM] (or NONEXISTENT
+ * without the l right) and returns false. */
+bool imap_acl_check(struct imap_session *s, const struct imap_mbref *ref, unsigned need);
+/* RFC 9208 with RFC 4314, worker thread: would `add` more bytes take the
+ * owner of a mailbox in store u (owner NULL: the session's user) over
+ * that owner's STORAGE limit?  false when unlimited or unreadable
+ * (logged).  APPEND, COPY and MOVE into the mailbox answer NO [OVERQUOTA]. */
+bool imap_acl_over_quota(struct imap_session *s, store_user *u, const char *owner, uint64_t add);
+/* SELECT of ref succeeded: keep its store as s->sel_store (takes it). */
+void imap_acl_adopt(struct imap_session *s, struct imap_mbref *ref);
+/* Forget a shared selection's store (worker, or the loop at the end). */
+void imap_acl_deselect(struct imap_session *s);
+/* SELECT of a shared mailbox without any right to change it. */
+bool imap_acl_readonly(const struct imap_session *s);
+/* LIST: add the mailboxes shared with this user (those with the l right)
+ * to *mbs as "Other Users/<owner>/<name>" when a pattern may reach them. */
+void imap_acl_list_extend(struct imap_session *s, const struct imap_str *pats, size_t npats, const char *ref,
+                          store_mailbox **mbs, size_t *nmb);
+/* Around every job and IDLE poll (worker), inside the store take/give:
+ * hold the shared selection's store, and run on it when the command is one
+ * of the selected mailbox's own. */
+void imap_acl_job_begin(struct imap_session *s);
+void imap_acl_job_end(struct imap_session *s);
 
 /* ---- imap_format.c ---- */
 /* Any string: quoted when it can be, else a literal.  utf8: 8-bit text may

@@ -11,6 +11,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "imap/imap_acl.h"
 #include "imap/imap_session_int.h"
 
 /* ---- names ----------------------------------------------------------------- */
@@ -202,7 +203,7 @@ void imap_view_reload_keywords(struct imap_session *s)
 {
     char **kw = NULL;
     size_t n = 0;
-    if (store_keywords(s->store, s->sel->name, &kw, &n, NULL, 0) < 0) return;
+    if (store_keywords(imap_sel_store(s), s->sel->name, &kw, &n, NULL, 0) < 0) return;
     if (keywords_same(s->sel, kw, n)) {
         store_strings_free(kw, n);
         return;
@@ -271,7 +272,7 @@ void imap_sync(struct imap_session *s, bool allow_expunge)
     if (!v) return;
     char err[256];
     store_msglist l;
-    int rc = store_messages(s->store, v->name, v->hms, &l, err, sizeof err);
+    int rc = store_messages(imap_sel_store(s), v->name, v->hms, &l, err, sizeof err);
     if (rc == STORE_ENOENT || (rc == 0 && l.uidvalidity != v->uidvalidity)) {
         if (rc == 0) store_msglist_free(&l);
         imap_send(s, "* BYE [UNAVAILABLE] The selected mailbox was deleted or renamed\r\n");
@@ -286,12 +287,12 @@ void imap_sync(struct imap_session *s, bool allow_expunge)
     uint32_t *gone = NULL;
     size_t ngone = 0;
     bool complete = true;
-    if (store_vanished(s->store, v->name, v->hms, &gone, &ngone, &complete, err, sizeof err) == 0) {
+    if (store_vanished(imap_sel_store(s), v->name, v->hms, &gone, &ngone, &complete, err, sizeof err) == 0) {
         for (size_t i = 0; i < ngone; i++) mark_expunged(v, gone[i]);
         free(gone);
         if (!complete) {
             store_msglist all;
-            if (store_messages(s->store, v->name, 0, &all, err, sizeof err) == 0) {
+            if (store_messages(imap_sel_store(s), v->name, 0, &all, err, sizeof err) == 0) {
                 size_t j = 0;
                 for (size_t i = 0; i < v->n; i++) {
                     while (j < all.count && all.msgs[j].uid < v->msgs[i].uid) j++;
@@ -376,7 +377,7 @@ void imap_put_vanished_earlier(struct imap_session *s, const struct imap_range *
     bool complete = true;
     char err[256];
     if (nr == 0) return;
-    if (store_vanished(s->store, v->name, since, &gone, &ngone, &complete, err, sizeof err) < 0) {
+    if (store_vanished(imap_sel_store(s), v->name, since, &gone, &ngone, &complete, err, sizeof err) < 0) {
         log_error("session=%s VANISHED for %s: %s", s->id, v->name, err);
         return;
     }
@@ -459,20 +460,31 @@ static void select_job(struct imap_session *s)
         imap_view_free(s->sel);
         s->sel = NULL;
         s->state = IS_AUTH;
+        imap_acl_deselect(s);
         imap_send(s, "* OK [CLOSED] Previous mailbox closed\r\n");
     }
-    if (!imap_name_ok(name)) {
+    struct imap_mbref ref;     /* own, or another user's (imap_session_acl.c) */
+    if (imap_acl_resolve(s, name, &ref) < 0) {
         imap_tagged(s, "NO", "[NONEXISTENT] No such mailbox");
         return;
     }
+    if (!imap_acl_check(s, &ref, IMAP_RIGHT_R)) {
+        imap_acl_release(s, &ref);
+        return;
+    }
+    name = ref.name;
     char err[256];
     store_msglist l;
-    int rc = store_messages(s->store, name, 0, &l, err, sizeof err);
+    int rc = store_messages(ref.store, name, 0, &l, err, sizeof err);
     if (rc < 0) {
         if (rc != STORE_ENOENT) log_error("session=%s SELECT %s: %s", s->id, name, err);
+        imap_acl_release(s, &ref);
         imap_tagged(s, "NO", "%s", imap_store_code(rc));
         return;
     }
+    imap_acl_adopt(s, &ref);
+    imap_acl_release(s, &ref);
+    if (imap_acl_readonly(s)) examine = true;
     struct imap_view *v = xcalloc(1, sizeof *v);
     v->name = xstrdup(name);
     v->readonly = examine;
@@ -582,7 +594,7 @@ static void delete_job(struct imap_session *s)
     }
     if (!imap_name_ok(name)) rc = STORE_ENOENT;
     else rc = store_mailbox_delete(s->store, name, err, sizeof err);
-    if (rc == 0 && s->sel && strcmp(s->sel->name, name) == 0) {
+    if (rc == 0 && s->sel && !s->sel_owner && strcmp(s->sel->name, name) == 0) {
         /* Deleting the selected mailbox: it is gone for us too. */
         imap_view_free(s->sel);
         s->sel = NULL;
@@ -612,7 +624,7 @@ static void rename_job(struct imap_session *s)
         free(sup);
         rc = store_mailbox_rename(s->store, from, to, err, sizeof err);
     }
-    if (rc == 0 && s->sel && strcmp(from, "INBOX") != 0) {
+    if (rc == 0 && s->sel && !s->sel_owner && strcmp(from, "INBOX") != 0) {
         /* The selected mailbox (or its parent) was renamed under us. */
         size_t fl = strlen(from);
         if (strncmp(s->sel->name, from, fl) == 0 && (s->sel->name[fl] == 0 || s->sel->name[fl] == '/')) {
@@ -702,6 +714,7 @@ static void list_job(struct imap_session *s)
     size_t nsubs = 0;
     int rc = store_mailbox_list(s->store, &mbs, &nmb, err, sizeof err);
     if (rc == 0) rc = store_subscriptions(s->store, &subs, &nsubs, err, sizeof err);
+    if (rc == 0 && !lsub) imap_acl_list_extend(s, c->list.v, c->list.n, c->mailbox, &mbs, &nmb);
     if (rc < 0) {
         log_error("session=%s %s: %s", s->id, word, err);
         store_mailbox_list_free(mbs, nmb);
@@ -811,25 +824,27 @@ static void list_job(struct imap_session *s)
 
 /* ---- STATUS ------------------------------------------------------------------------------- */
 
-/* "* STATUS name (...)" or -1 (nothing written). */
-static int status_line(struct imap_session *s, const char *name, unsigned atts, int *rc_out)
+/* "* STATUS shown (...)" for mailbox name of store u, or -1 (nothing
+ * written). */
+static int status_line(struct imap_session *s, store_user *u, const char *name, const char *shown,
+                       unsigned atts, int *rc_out)
 {
     char err[256];
     store_status st;
-    int rc = store_mailbox_status(s->store, name, &st, err, sizeof err);
+    int rc = store_mailbox_status(u, name, &st, err, sizeof err);
     *rc_out = rc;
     if (rc < 0) return -1;
     size_t recent = 0;
     if (atts & IMAP_STATUS_RECENT) {
         store_msglist l;
-        if (store_messages(s->store, name, 0, &l, err, sizeof err) == 0) {
+        if (store_messages(u, name, 0, &l, err, sizeof err) == 0) {
             uint32_t floor = recent_claim(s, name, l.uidvalidity, 0, false);
             for (size_t i = 0; i < l.count; i++) recent += l.msgs[i].uid > floor;
             store_msglist_free(&l);
         }
     }
     sbuf_puts(&s->out, "* STATUS ");
-    imap_put_mailbox(&s->out, name, s->utf8);
+    imap_put_mailbox(&s->out, shown, s->utf8);
     sbuf_puts(&s->out, " (");
     size_t mark = s->out.len;
 #define ITEM(flag, fmt, val) do { if (atts & (flag)) { \
@@ -852,7 +867,7 @@ static int status_line(struct imap_session *s, const char *name, unsigned atts, 
 static void put_status_items(struct imap_session *s, const char *name, unsigned atts)
 {
     int rc;
-    status_line(s, name, atts, &rc);
+    status_line(s, s->store, name, name, atts, &rc);
 }
 
 static void status_job(struct imap_session *s)
@@ -863,7 +878,15 @@ static void status_job(struct imap_session *s)
         imap_tagged(s, "BAD", "No STATUS RECENT in IMAP4rev2");
         return;
     }
-    if (imap_name_ok(s->cmd.mailbox)) status_line(s, s->cmd.mailbox, s->cmd.status_atts, &rc);
+    struct imap_mbref ref;     /* own, or another user's with the r right */
+    if (imap_acl_resolve(s, s->cmd.mailbox, &ref) == 0) {
+        if (!imap_acl_check(s, &ref, IMAP_RIGHT_R)) {
+            imap_acl_release(s, &ref);
+            return;
+        }
+        status_line(s, ref.store, ref.name, s->cmd.mailbox, s->cmd.status_atts, &rc);
+        imap_acl_release(s, &ref);
+    }
     imap_sync(s, true);
     if (rc < 0) imap_tagged(s, "NO", "%s", imap_store_code(rc));
     else imap_tagged(s, "OK", "STATUS completed");
@@ -939,25 +962,15 @@ static void append_items_free(struct append_item *it, size_t n)
 /* APPEND, and MULTIAPPEND (RFC 3502): every message is checked first and
  * the stored ones are removed again if a later one fails, so the command
  * appends all of its messages or none (RFC 3502 3). */
-static void append_job(struct imap_session *s)
+/* The messages of an APPEND into mailbox name of store u (the user's own or
+ * a shared one of owner, NULL for the own), checked first; keep: the flags
+ * the user may set there, keywords: whether keywords may be set (RFC 4314 4). */
+static void append_msgs(struct imap_session *s, store_user *u, const char *owner, const char *name,
+                        const store_status *st, unsigned keep, bool keywords)
 {
     const struct imap_command *c = &s->cmd;
-    const char *name = c->mailbox;
     char err[256];
-    if (!imap_name_ok(name)) {
-        imap_tagged(s, "NO", "[TRYCREATE] No such mailbox");
-        return;
-    }
-    store_status st;
-    int rc = store_mailbox_status(s->store, name, &st, err, sizeof err);
-    if (rc == STORE_ENOENT) {
-        imap_tagged(s, "NO", "[TRYCREATE] No such mailbox");
-        return;
-    }
-    if (rc < 0) {
-        imap_tagged(s, "NO", "%s", imap_store_code(rc));
-        return;
-    }
+    int rc = 0;
     struct append_item *items = xcalloc(c->nmsgs ? c->nmsgs : 1, sizeof *items);
     for (size_t i = 0; i < c->nmsgs; i++) {
         const struct imap_append_msg *m = &c->msgs[i];
@@ -987,8 +1000,9 @@ static void append_job(struct imap_session *s)
     }
     uint64_t total = 0;
     for (size_t i = 0; i < c->nmsgs; i++) total += c->msgs[i].data.len;
-    if (imap_over_quota(s, total)) {
-        /* RFC 9208 4.5: nothing of a MULTIAPPEND is kept. */
+    if (imap_acl_over_quota(s, u, owner, total)) {
+        /* RFC 9208 4.5: nothing of a MULTIAPPEND is kept; the owner's
+         * quota root is charged, whoever appends. */
         append_items_free(items, c->nmsgs);
         imap_tagged(s, "NO", "[OVERQUOTA] Quota exceeded");
         return;
@@ -997,9 +1011,16 @@ static void append_job(struct imap_session *s)
     size_t done = 0;
     for (; done < c->nmsgs && rc == 0; done++) {
         const struct imap_append_msg *m = &c->msgs[done];
-        rc = store_append(s->store, name, m->data.data, m->data.len, items[done].flags,
-                          (const char *const *)items[done].kw, items[done].nkw,
-                          m->has_date ? m->date : time(NULL), &uids[done], err, sizeof err);
+        const char *const *kw = (const char *const *)items[done].kw;
+        size_t nkw = keywords ? items[done].nkw : 0;
+        time_t date = m->has_date ? m->date : time(NULL);
+        /* A big message was spooled to a file as it came in (imap_session.c) */
+        if (m->ext)
+            rc = store_append_fd(u, name, s->spool_fd, m->ext->where, m->data.len, items[done].flags & keep,
+                                 kw, nkw, date, &uids[done], err, sizeof err);
+        else
+            rc = store_append(u, name, m->data.data, m->data.len, items[done].flags & keep, kw, nkw, date,
+                              &uids[done], err, sizeof err);
         if (rc < 0) break;
     }
     append_items_free(items, c->nmsgs);
@@ -1007,7 +1028,7 @@ static void append_job(struct imap_session *s)
         if (rc == STORE_EIO) log_error("session=%s APPEND to %s: %s", s->id, name, err);
         if (done > 0) {
             char err2[256];
-            if (store_expunge(s->store, name, uids, done, NULL, NULL, err2, sizeof err2) < 0)
+            if (store_expunge(u, name, uids, done, NULL, NULL, err2, sizeof err2) < 0)
                 log_error("session=%s MULTIAPPEND to %s: could not take back %zu messages: %s", s->id, name,
                           done, err2);
         }
@@ -1029,8 +1050,40 @@ static void append_job(struct imap_session *s)
     free(uids);
     log_info("session=%s APPEND user=%s mailbox uid %s", s->id, s->login, set.data);
     imap_sync(s, true);
-    imap_tagged(s, "OK", "[APPENDUID %u %s] APPEND completed", st.uidvalidity, set.data);
+    imap_tagged(s, "OK", "[APPENDUID %u %s] APPEND completed", st->uidvalidity, set.data);
     sbuf_free(&set);
+}
+
+static void append_job(struct imap_session *s)
+{
+    const struct imap_command *c = &s->cmd;
+    char err[256];
+    struct imap_mbref ref;     /* own, or another user's with the i right */
+    if (imap_acl_resolve(s, c->mailbox, &ref) < 0) {
+        imap_tagged(s, "NO", "[TRYCREATE] No such mailbox");
+        return;
+    }
+    const char *name = ref.name;
+    store_status st;
+    int rc = store_mailbox_status(ref.store, name, &st, err, sizeof err);
+    if (rc == 0 && !imap_acl_check(s, &ref, IMAP_RIGHT_I)) rc = 1;
+    if (rc < 0) imap_tagged(s, "NO", "%s", rc == STORE_ENOENT ? "[TRYCREATE] No such mailbox" : imap_store_code(rc));
+    if (rc != 0) {
+        imap_acl_release(s, &ref);
+        return;
+    }
+    store_user *u = ref.store;
+    /* RFC 4314 4: flags need their rights; the owner has them all. */
+    unsigned keep = STORE_FLAGS_ALL;
+    if (!(ref.rights & IMAP_RIGHT_S)) keep &= ~STORE_SEEN;
+    if (!(ref.rights & IMAP_RIGHT_T)) keep &= ~STORE_DELETED;
+    if (!(ref.rights & IMAP_RIGHT_W)) keep &= ~(STORE_ANSWERED | STORE_FLAGGED | STORE_DRAFT);
+    if (ref.owner) {
+        free(s->acl_notify);
+        s->acl_notify = xstrdup(ref.owner);
+    }
+    append_msgs(s, u, ref.owner, name, &st, keep, (ref.rights & IMAP_RIGHT_W) != 0);
+    imap_acl_release(s, &ref);
 }
 
 /* ---- dispatch --------------------------------------------------------------------------------- */

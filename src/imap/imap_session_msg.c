@@ -11,6 +11,7 @@
 #include "core/util.h"
 #include "imap/imap_search.h"
 #include "imap/imap_session_int.h"
+#include "mime/mime_header.h"
 
 uint32_t *imap_resolve_set(const struct imap_session *s, const struct imap_seqset *set, bool uid, size_t *n)
 {
@@ -64,6 +65,51 @@ int imap_load_msg(struct imap_session *s, uint32_t uid, sbuf *out)
         out->len += (size_t)n;
     }
     out->data[out->len] = '\0';
+    close(fd);
+    return 0;
+}
+
+/* Only the header block: read in growing pieces until the empty line that
+ * ends it (mime_header_size, the rule mime_parse applies too), so the
+ * result is the header of the whole file byte for byte, whatever the
+ * piece boundaries.  A message without an empty line is read whole. */
+int imap_load_header(struct imap_session *s, uint32_t uid, sbuf *out)
+{
+    int fd = -1;
+    uint64_t size = 0;
+    char err[256];
+    sbuf_reset(out);
+    int rc = store_msg_open(s->store, s->sel->name, uid, &fd, &size, err, sizeof err);
+    if (rc < 0) {
+        if (rc != STORE_ENOENT) log_error("session=%s cannot open message uid %u: %s", s->id, uid, err);
+        return rc;
+    }
+    size_t want = 4096;
+    for (;;) {
+        if (want > size) want = (size_t)size;
+        sbuf_reserve(out, want - out->len);
+        bool eof = false;
+        while (out->len < want) {
+            ssize_t n = read(fd, out->data + out->len, want - out->len);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) {
+                log_error("session=%s reading message uid %u: %s", s->id, uid, strerror(errno));
+                close(fd);
+                return STORE_EIO;
+            }
+            if (n == 0) { eof = true; break; }
+            out->len += (size_t)n;
+        }
+        bool has_body;
+        size_t h = mime_header_size(out->data, out->len, &has_body);
+        if (has_body) {
+            out->len = h;
+            break;
+        }
+        if (eof || out->len >= size) break;
+        want *= 4;
+    }
+    if (out->data) out->data[out->len] = '\0';
     close(fd);
     return 0;
 }
@@ -340,6 +386,15 @@ static int search_load(void *ctx, const char **data, size_t *len)
     return 0;
 }
 
+static int search_load_header(void *ctx, const char **data, size_t *len)
+{
+    struct search_load *l = ctx;
+    if (imap_load_header(l->s, l->uid, &l->buf) < 0) return -1;
+    *data = l->buf.data ? l->buf.data : "";
+    *len = l->buf.len;
+    return 0;
+}
+
 size_t *imap_search_indices(struct imap_session *s, const struct imap_search *root, size_t *n)
 {
     struct imap_view *v = s->sel;
@@ -359,7 +414,7 @@ size_t *imap_search_indices(struct imap_session *s, const struct imap_search *ro
             .seq = (uint32_t)(i + 1), .uid = m->uid, .max_seq = (uint32_t)v->n, .max_uid = max_uid,
             .flags = m->flags, .recent = m->recent, .keywords = kwn, .nkeywords = nk,
             .internaldate = m->internaldate, .size = m->size, .modseq = m->modseq, .now = now,
-            .load = search_load, .load_ctx = &ld, .in_saved = imap_view_saved_has(v, m->uid),
+            .load = search_load, .load_header = search_load_header, .load_ctx = &ld, .in_saved = imap_view_saved_has(v, m->uid),
         };
         ld.uid = m->uid;
         int r = imap_search_match(root, &sm);

@@ -56,7 +56,8 @@ static void fill(struct imap_session *s, size_t i, bool content, struct imap_sor
     sm->sent = m->internaldate;
     sm->size = m->size;
     struct mime_part *root = NULL;
-    if (content && imap_load_msg(s, m->uid, buf) == 0)
+    /* Sort and thread keys all come from the header block. */
+    if (content && imap_load_header(s, m->uid, buf) == 0)
         mime_parse(buf->data ? buf->data : "", buf->len, NULL, &root);
     const struct mime_envelope *env = root ? root->env : NULL;
     if (env) {

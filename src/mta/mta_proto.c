@@ -111,6 +111,19 @@ void mta_caps_parse(const struct mta_reply *ehlo, struct mta_caps *caps)
             else if (keyword(p, n, "STARTTLS", NULL)) caps->starttls = true;
             else if (keyword(p, n, "DSN", NULL)) caps->dsn = true;
             else if (keyword(p, n, "ENHANCEDSTATUSCODES", NULL)) caps->enhancedstatuscodes = true;
+            else if (keyword(p, n, "CHUNKING", NULL)) caps->chunking = true;
+            else if (keyword(p, n, "BINARYMIME", NULL)) caps->binarymime = true;
+            else if (keyword(p, n, "AUTH", &arg)) {
+                /* RFC 4954 3: "AUTH" SP mechanism list; "AUTH=" is the pre-standard form. */
+                const char *q = arg, *e = p + n;
+                while (q < e) {
+                    while (q < e && *q == ' ') q++;
+                    const char *w = q;
+                    while (q < e && *q != ' ') q++;
+                    if (q - w == 5 && ascii_ncasecmp(w, "PLAIN", 5) == 0) caps->auth_plain = true;
+                    if (q - w == 5 && ascii_ncasecmp(w, "LOGIN", 5) == 0) caps->auth_login = true;
+                }
+            }
             else if (keyword(p, n, "SIZE", &arg)) {
                 caps->size = true;
                 uint64_t v = 0;

@@ -48,6 +48,9 @@ struct mta_caps {
     bool starttls;              /* RFC 3207 */
     bool dsn;                   /* RFC 3461 */
     bool enhancedstatuscodes;   /* RFC 2034 */
+    bool chunking;              /* RFC 3030 BDAT */
+    bool binarymime;            /* RFC 3030 */
+    bool auth_plain, auth_login;    /* RFC 4954 AUTH mechanisms we can use */
 };
 
 /* Read the keywords of a complete 250 EHLO reply (the first line is the

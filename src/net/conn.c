@@ -129,6 +129,20 @@ void conn_write(conn *c, const void *data, size_t len)
     if (c->bev) bufferevent_write(c->bev, data, len);
 }
 
+static void free_taken(const void *data, size_t len, void *extra)
+{
+    (void)len;
+    (void)extra;
+    free((void *)data);
+}
+
+void conn_write_take(conn *c, char *data, size_t len)
+{
+    if (!c->bev || len == 0 ||
+        evbuffer_add_reference(bufferevent_get_output(c->bev), data, len, free_taken, NULL) != 0)
+        free(data);
+}
+
 void conn_set_timeout(conn *c, unsigned seconds)
 {
     c->timeout = seconds;
@@ -241,7 +255,16 @@ int conn_read_line(conn *c, sbuf *line, size_t max)
         size_t eol_len = 0;
         struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
         if (eol.pos < 0) {
-            if (evbuffer_get_length(in) <= max) return CONN_LINE_MORE;
+            size_t have = evbuffer_get_length(in);
+            if (have <= max) return CONN_LINE_MORE;
+            /* A line of exactly max bytes whose CR arrived without its LF
+             * yet is not too long: wait for the LF. */
+            if (have == max + 1) {
+                unsigned char last;
+                struct evbuffer_ptr at;
+                evbuffer_ptr_set(in, &at, max, EVBUFFER_PTR_SET);
+                if (evbuffer_copyout_from(in, &at, &last, 1) == 1 && last == '\r') return CONN_LINE_MORE;
+            }
             c->skip_to_eol = true;
             return CONN_LINE_TOO_LONG;
         }

@@ -51,6 +51,12 @@ void conn_free(conn *c);
 
 struct evbuffer *conn_input(conn *c);
 void conn_write(conn *c, const void *data, size_t len);
+/* Queue data[0..len) without copying it: the conn takes the heap block
+ * `data` (from malloc, e.g. sbuf_detach()) and frees it once sent or when
+ * the connection is freed.  For large replies (FETCH of bodies), which
+ * would otherwise be copied once more and leave the session's buffer
+ * grown to the largest reply. */
+void conn_write_take(conn *c, char *data, size_t len);
 /* Bytes waiting to be sent (used to stop reading from a client that does
  * not read our replies). */
 size_t conn_output_len(conn *c);

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -52,6 +54,45 @@ int listener_bind(const char *hostport, char *err, size_t errlen)
     }
     freeaddrinfo(ai);
     free(host);
+    return fd;
+}
+
+int listener_bind_unix(const char *path, mode_t mode, char *err, size_t errlen)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof sun.sun_path) {
+        snprintf(err, errlen, "socket path '%s' is longer than %zu bytes", path, sizeof sun.sun_path - 1);
+        return -1;
+    }
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket for %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            snprintf(err, errlen, "cannot listen on %s: it exists and is not a socket", path);
+            close(fd);
+            return -1;
+        }
+        /* Alive if something still accepts there (a second daemon). */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        bool alive = probe >= 0 && connect(probe, (struct sockaddr *)&sun, sizeof sun) == 0;
+        if (probe >= 0) close(probe);
+        if (alive) {
+            snprintf(err, errlen, "cannot listen on %s: another server is accepting there", path);
+            close(fd);
+            return -1;
+        }
+        unlink(path);
+    }
+    if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || chmod(path, mode) < 0 || listen(fd, 128) < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
     return fd;
 }
 

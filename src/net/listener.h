@@ -8,10 +8,18 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 /* Bind and listen on "host:port" ("[::1]:25" for IPv6).  Returns the fd
  * (non-blocking, close-on-exec) or -1 with err. */
 int listener_bind(const char *hostport, char *err, size_t errlen);
+
+/* Bind and listen on a Unix stream socket at path, with the given mode
+ * (chmod after bind, so the umask does not narrow it).  A socket file left
+ * by a daemon that died is replaced; one that still accepts connections is
+ * not ("in use" error).  Returns the fd (non-blocking, close-on-exec) or -1
+ * with err. */
+int listener_bind_unix(const char *path, mode_t mode, char *err, size_t errlen);
 
 /* Text form of a peer address without port: "192.0.2.1" or "2001:db8::1"
  * (IPv4-mapped IPv6 addresses are shown as IPv4).  out must hold 64 bytes. */

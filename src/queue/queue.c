@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #define QUEUE_MAGIC "pochta-queue 1"
 #define ENVELOPE_MAX (4u << 20)     /* recovery refuses envelope blocks larger than this */
 #define COPY_CHUNK (64u * 1024)
+#define PENDING_STATES "('queued', 'deferred', 'delayed')"
 
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS messages("
@@ -41,6 +43,7 @@ static const char schema[] =
     " state TEXT NOT NULL DEFAULT 'queued',"
     " last_error TEXT,"
     " PRIMARY KEY(qid, idx));"
+    "CREATE INDEX IF NOT EXISTS messages_due ON messages(next_attempt);"
     "PRAGMA user_version = 1;";
 
 static char *path_join(const char *dir, const char *name)
@@ -61,7 +64,7 @@ static bool valid_qid(const char *q)
 
 /* ---- index ------------------------------------------------------------- */
 
-static sqlite3 *db_open(const char *queue_dir, bool create, char *err, size_t errlen)
+static sqlite3 *db_connect(const char *queue_dir, bool create, char *err, size_t errlen)
 {
     char *path = path_join(queue_dir, "queue.db");
     if (create) {
@@ -76,7 +79,10 @@ static sqlite3 *db_open(const char *queue_dir, bool create, char *err, size_t er
         goto fail;
     }
     sqlite3_busy_timeout(db, 10000);
-    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL, NULL, &msg) != SQLITE_OK ||
+    /* journal_size_limit: a long-lived handle keeps the WAL file; keep it
+     * from growing past a few MiB between checkpoints. */
+    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA journal_size_limit=4194304;",
+                     NULL, NULL, &msg) != SQLITE_OK ||
         (create && sqlite3_exec(db, schema, NULL, NULL, &msg) != SQLITE_OK)) {
         set_err(err, errlen, "queue index %s: %s", path, msg ? msg : sqlite3_errmsg(db));
         sqlite3_free(msg);
@@ -90,20 +96,96 @@ fail:
     return NULL;
 }
 
+/* One index handle per thread, kept open between calls.  Opening per call
+ * cost more than the work: each open reads the WAL index, and the last
+ * close of a WAL database checkpoints it (an fsync of queue.db) and
+ * deletes the -wal and -shm files, so that every enqueue paid for a
+ * checkpoint.  The handle is keyed by the directory name and the index
+ * file's identity, so a queue directory removed and made again (tests)
+ * gets a fresh handle instead of one on a deleted file. */
+struct db_cache {
+    char *dir;
+    dev_t dev;
+    ino_t ino;
+    sqlite3 *db;
+};
+
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void cache_drop(struct db_cache *c)
+{
+    sqlite3_close(c->db);
+    free(c->dir);
+    c->db = NULL;
+    c->dir = NULL;
+}
+
+static void cache_destroy(void *p)
+{
+    cache_drop(p);
+    free(p);
+}
+
+static void cache_key_init(void)
+{
+    if (pthread_key_create(&cache_key, cache_destroy) != 0) abort();
+}
+
+/* This thread's handle on queue_dir's index (borrowed: give it back with
+ * db_done(), never close it).  create: make the index and schema when
+ * missing. */
+static sqlite3 *db_open(const char *queue_dir, bool create, char *err, size_t errlen)
+{
+    pthread_once(&cache_once, cache_key_init);
+    struct db_cache *c = pthread_getspecific(cache_key);
+    if (!c) {
+        c = xcalloc(1, sizeof *c);
+        pthread_setspecific(cache_key, c);
+    }
+    char *path = path_join(queue_dir, "queue.db");
+    struct stat st;
+    bool exists = stat(path, &st) == 0;
+    free(path);
+    if (c->db && exists && c->dev == st.st_dev && c->ino == st.st_ino && !strcmp(c->dir, queue_dir))
+        return c->db;
+    cache_drop(c);
+    sqlite3 *db = db_connect(queue_dir, create, err, errlen);
+    if (!db) return NULL;
+    path = path_join(queue_dir, "queue.db");
+    if (stat(path, &st) == 0) {
+        c->db = db;
+        c->dir = xstrdup(queue_dir);
+        c->dev = st.st_dev;
+        c->ino = st.st_ino;
+    }
+    free(path);
+    if (!c->db) {
+        set_err(err, errlen, "queue index %s/queue.db: %s", queue_dir, strerror(errno));
+        sqlite3_close(db);
+        return NULL;
+    }
+    return db;
+}
+
+/* End of a use of db_open()'s handle: a transaction left open by an
+ * error path is rolled back so the next caller on this thread starts
+ * clean. */
+static void db_done(sqlite3 *db)
+{
+    if (db && !sqlite3_get_autocommit(db)) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+}
+
 static int bind_opt(sqlite3_stmt *st, int i, const char *s)
 {
     return s ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
 }
 
-/* Insert the rows for one message in one committed transaction. */
-static int index_insert(sqlite3 *db, const struct queue_envelope *env, time_t arrival, uint64_t size,
-                        char *err, size_t errlen)
+/* Insert the rows for one message inside the caller's transaction. */
+static int index_insert_rows(sqlite3 *db, const struct queue_envelope *env, time_t arrival, uint64_t size,
+                             char *err, size_t errlen)
 {
     sqlite3_stmt *m = NULL, *r = NULL;
-    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-        set_err(err, errlen, "queue index: begin: %s", sqlite3_errmsg(db));
-        return -1;
-    }
     if (sqlite3_prepare_v2(db, "INSERT INTO messages(qid, sender, arrival, size, envid, ret, body, smtputf8,"
                            " auth_user, client_ip, helo) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
                            -1, &m, NULL) != SQLITE_OK ||
@@ -133,15 +215,32 @@ static int index_insert(sqlite3 *db, const struct queue_envelope *env, time_t ar
     }
     sqlite3_finalize(m);
     sqlite3_finalize(r);
-    m = r = NULL;
-    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) goto fail;
     return 0;
 fail:
     set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
     sqlite3_finalize(m);
     sqlite3_finalize(r);
-    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     return -1;
+}
+
+/* The same in one committed transaction of its own (recovery). */
+static int index_insert(sqlite3 *db, const struct queue_envelope *env, time_t arrival, uint64_t size,
+                        char *err, size_t errlen)
+{
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        set_err(err, errlen, "queue index: begin: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    if (index_insert_rows(db, env, arrival, size, err, errlen) < 0) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        set_err(err, errlen, "queue index: commit: %s", sqlite3_errmsg(db));
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- envelope block ---------------------------------------------------- */
@@ -352,6 +451,236 @@ static int lock_queue(const char *queue_dir, int how, char *err, size_t errlen)
     return fd;
 }
 
+/* ---- group commit ------------------------------------------------------ *
+ *
+ * Every index write of the daemon's hot paths (a new message, the result
+ * of a delivery, the rows of a removed message) is an op handed to
+ * gc_run(), which returns once the op is committed.  The first thread to
+ * arrive while no commit runs becomes the leader: it takes every op
+ * waiting for the same directory, fsyncs the directory once (the links
+ * and unlinks the ops made are then durable), runs them in one SQLite
+ * transaction (one WAL fsync, synchronous=FULL) and wakes their threads.
+ * Ops arriving meanwhile wait for the next round, so under load N
+ * messages share two fsyncs instead of paying two each, and alone a
+ * message pays exactly what it did before.  The mutex is held only to
+ * move list pointers, never across an fsync; each op runs inside its own
+ * savepoint, so one failing op (say a duplicate queue id) fails alone. */
+
+enum gc_kind {
+    GC_INSERT,          /* rows of a new message whose file is linked */
+    GC_RECORD,          /* recipient results; with attempt, attempts + 1 and next_attempt */
+    GC_PURGE,           /* rows of a message whose file is unlinked */
+};
+
+struct gc_op {
+    enum gc_kind kind;
+    const char *queue_dir;
+    const struct queue_envelope *env;   /* GC_INSERT */
+    time_t arrival;
+    uint64_t size;
+    const char *qid;                    /* GC_RECORD, GC_PURGE */
+    const struct queue_rcpt_update *u;
+    size_t n;
+    bool attempt;
+    time_t next_attempt;
+    /* results */
+    int rc;
+    bool exists;                        /* GC_RECORD: the message has rows */
+    int pending;                        /* GC_RECORD: recipients still pending */
+    char err[256];
+    bool done;
+    struct gc_op *next;
+};
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct gc_op *head;
+    bool busy;
+} gc = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, false };
+
+static int gc_step_record(sqlite3 *db, struct gc_op *op)
+{
+    sqlite3_stmt *up = NULL, *msg = NULL, *left = NULL;
+    int rc = -1;
+    if (sqlite3_prepare_v2(db, "UPDATE rcpts SET state = ?3, last_error = ?4 WHERE qid = ?1 AND idx = ?2",
+                           -1, &up, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "UPDATE messages SET attempts = attempts + 1, next_attempt ="
+                           " CASE WHEN next_attempt < 0 THEN next_attempt ELSE ?2 END WHERE qid = ?1",
+                           -1, &msg, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT (SELECT count(*) FROM messages WHERE qid = ?1),"
+                           " (SELECT count(*) FROM rcpts WHERE qid = ?1 AND state IN " PENDING_STATES ")",
+                           -1, &left, NULL) != SQLITE_OK)
+        goto out;
+    for (size_t i = 0; i < op->n; i++) {
+        sqlite3_reset(up);
+        sqlite3_bind_text(up, 1, op->qid, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(up, 2, op->u[i].idx);
+        sqlite3_bind_text(up, 3, op->u[i].state, -1, SQLITE_STATIC);
+        bind_opt(up, 4, op->u[i].error);
+        if (sqlite3_step(up) != SQLITE_DONE) goto out;
+    }
+    if (op->attempt) {
+        sqlite3_bind_text(msg, 1, op->qid, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(msg, 2, (sqlite3_int64)op->next_attempt);
+        if (sqlite3_step(msg) != SQLITE_DONE) goto out;
+    }
+    sqlite3_bind_text(left, 1, op->qid, -1, SQLITE_STATIC);
+    if (sqlite3_step(left) != SQLITE_ROW) goto out;
+    op->exists = sqlite3_column_int(left, 0) > 0;
+    op->pending = sqlite3_column_int(left, 1);
+    rc = 0;
+out:
+    sqlite3_finalize(up);
+    sqlite3_finalize(msg);
+    sqlite3_finalize(left);
+    return rc;
+}
+
+static int gc_step_purge(sqlite3 *db, const char *qid)
+{
+    static const char *const sql[] = { "DELETE FROM rcpts WHERE qid = ?1", "DELETE FROM messages WHERE qid = ?1" };
+    for (size_t i = 0; i < 2; i++) {
+        sqlite3_stmt *st = NULL;
+        int ok = sqlite3_prepare_v2(db, sql[i], -1, &st, NULL) == SQLITE_OK;
+        if (ok) {
+            sqlite3_bind_text(st, 1, qid, -1, SQLITE_STATIC);
+            ok = sqlite3_step(st) == SQLITE_DONE;
+        }
+        sqlite3_finalize(st);
+        if (!ok) return -1;
+    }
+    return 0;
+}
+
+/* Fail the ops still standing (all: also GC_RECORD ones) with why. */
+static void gc_fail(struct gc_op *batch, bool all, const char *why)
+{
+    for (struct gc_op *op = batch; op; op = op->next) {
+        if (op->rc < 0 || (!all && op->kind == GC_RECORD)) continue;
+        op->rc = -1;
+        set_err(op->err, sizeof op->err, "%s", why);
+    }
+}
+
+/* The leader's work: one directory fsync and one transaction for batch. */
+static void gc_batch(const char *queue_dir, struct gc_op *batch)
+{
+    bool dirsync = false;
+    for (struct gc_op *op = batch; op; op = op->next) {
+        op->rc = 0;
+        dirsync |= op->kind != GC_RECORD;
+    }
+    char err[256];
+    if (dirsync && fsync_dir(queue_dir, true) < 0) {
+        set_err(err, sizeof err, "fsync %s: %s", queue_dir, strerror(errno));
+        gc_fail(batch, false, err);
+    }
+    sqlite3 *db = db_open(queue_dir, true, err, sizeof err);
+    if (!db) {
+        gc_fail(batch, true, err);
+        return;
+    }
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        set_err(err, sizeof err, "queue index: begin: %s", sqlite3_errmsg(db));
+        gc_fail(batch, true, err);
+        db_done(db);
+        return;
+    }
+    for (struct gc_op *op = batch; op; op = op->next) {
+        if (op->rc < 0) continue;
+        if (sqlite3_exec(db, "SAVEPOINT op", NULL, NULL, NULL) != SQLITE_OK) {
+            set_err(op->err, sizeof op->err, "queue index: %s", sqlite3_errmsg(db));
+            op->rc = -1;
+            continue;
+        }
+        int rc;
+        switch (op->kind) {
+        case GC_INSERT: rc = index_insert_rows(db, op->env, op->arrival, op->size, op->err, sizeof op->err); break;
+        case GC_RECORD: rc = gc_step_record(db, op); break;
+        default: rc = gc_step_purge(db, op->qid); break;
+        }
+        if (rc < 0) {
+            if (op->kind != GC_INSERT) set_err(op->err, sizeof op->err, "queue index: %s", sqlite3_errmsg(db));
+            op->rc = -1;
+            sqlite3_exec(db, "ROLLBACK TO op", NULL, NULL, NULL);
+        }
+        sqlite3_exec(db, "RELEASE op", NULL, NULL, NULL);
+    }
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        set_err(err, sizeof err, "queue index: commit: %s", sqlite3_errmsg(db));
+        gc_fail(batch, true, err);
+    }
+    db_done(db);
+}
+
+/* Run op in the next group commit; returns op->rc once it is durable
+ * (0) or failed (-1, op->err says why). */
+static int gc_run(struct gc_op *op)
+{
+    op->done = false;
+    op->next = NULL;
+    pthread_mutex_lock(&gc.mu);
+    struct gc_op **tail = &gc.head;
+    while (*tail) tail = &(*tail)->next;
+    *tail = op;
+    while (!op->done) {
+        if (gc.busy) {
+            pthread_cond_wait(&gc.cv, &gc.mu);
+            continue;
+        }
+        /* Lead: take every op waiting for the first one's directory. */
+        gc.busy = true;
+        const char *dir = gc.head->queue_dir;
+        struct gc_op *batch = NULL, **bt = &batch;
+        for (struct gc_op **pp = &gc.head; *pp;) {
+            struct gc_op *o = *pp;
+            if (strcmp(o->queue_dir, dir) != 0) {
+                pp = &o->next;
+                continue;
+            }
+            *pp = o->next;
+            o->next = NULL;
+            *bt = o;
+            bt = &o->next;
+        }
+        pthread_mutex_unlock(&gc.mu);
+        gc_batch(dir, batch);
+        pthread_mutex_lock(&gc.mu);
+        for (struct gc_op *o = batch, *next; o; o = next) {
+            next = o->next;
+            o->done = true;
+        }
+        gc.busy = false;
+        pthread_cond_broadcast(&gc.cv);
+    }
+    pthread_mutex_unlock(&gc.mu);
+    return op->rc;
+}
+
+/* ---- new-mail notification ---------------------------------------------- */
+
+/* A read-write lock, so enqueues on several threads notify in parallel
+ * and queue_set_notify() waits for the calls in progress. */
+static pthread_rwlock_t notify_lock = PTHREAD_RWLOCK_INITIALIZER;
+static void (*notify_fn)(void *ctx);
+static void *notify_ctx;
+
+void queue_set_notify(void (*fn)(void *ctx), void *ctx)
+{
+    pthread_rwlock_wrlock(&notify_lock);
+    notify_fn = fn;
+    notify_ctx = ctx;
+    pthread_rwlock_unlock(&notify_lock);
+}
+
+static void notify_queued(void)
+{
+    pthread_rwlock_rdlock(&notify_lock);
+    if (notify_fn) notify_fn(notify_ctx);
+    pthread_rwlock_unlock(&notify_lock);
+}
+
 /* ---- enqueue ----------------------------------------------------------- */
 
 /* Copy len bytes of in from offset 0 to out's current position, without
@@ -422,7 +751,6 @@ int queue_enqueue(const char *queue_dir, const struct queue_envelope *env, const
     format_envelope(&hdr, env, arrival, size);
     int rc = -1;
     bool linked = false;
-    sqlite3 *db = NULL;
 
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
@@ -451,13 +779,15 @@ int queue_enqueue(const char *queue_dir, const struct queue_envelope *env, const
     }
     linked = true;
     unlink(tmp);
-    if (fsync_dir(queue_dir, true) < 0) {
-        set_err(err, errlen, "fsync %s: %s", queue_dir, strerror(errno));
+    /* The directory fsync (making the link durable) and the index commit
+     * happen in the group commit, shared with whoever else is ready. */
+    struct gc_op op = { .kind = GC_INSERT, .queue_dir = queue_dir, .env = env, .arrival = arrival, .size = size };
+    if (gc_run(&op) < 0) {
+        set_err(err, errlen, "%s", op.err);
         goto out_unlink;
     }
-    db = db_open(queue_dir, true, err, errlen);
-    if (!db || index_insert(db, env, arrival, size, err, errlen) < 0) goto out_unlink;
     rc = 0;
+    notify_queued();
     goto out;
 
 out_unlink:
@@ -472,7 +802,6 @@ out_unlink:
     }
 out:
     if (fd >= 0) close(fd);
-    sqlite3_close(db);
     sbuf_free(&hdr);
     free(tmp);
     free(final);
@@ -600,7 +929,8 @@ static int recover_rows(const char *queue_dir, sqlite3 *db, unsigned *count, cha
         sqlite3_finalize(d2);
         if (rc == 0) {
             char safe[64];
-            log_error("queue=%s message file missing from %s: index entry removed",
+            log_error("queue=%s message file missing from %s: index entry removed (delivered and removed"
+                      " just before a crash, or the file was deleted by hand)",
                       log_safe(gone[i], strlen(gone[i]), safe, sizeof safe), queue_dir);
             (*count)++;
         }
@@ -608,6 +938,48 @@ static int recover_rows(const char *queue_dir, sqlite3 *db, unsigned *count, cha
     if (rc < 0) set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
     for (size_t i = 0; i < n; i++) free(gone[i]);
     free(gone);
+    return rc;
+}
+
+static int remove_message(const char *queue_dir, sqlite3 *db, const char *qid, char *err, size_t errlen);
+
+/* Messages whose every recipient is done: queue_record() committed the
+ * last result, then the process died before remove_message() (file, then
+ * rows).  Nothing is due for them, so without this they would sit in the
+ * queue forever. */
+static int recover_finished(const char *queue_dir, sqlite3 *db, unsigned *count, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT qid FROM messages m WHERE NOT EXISTS (SELECT 1 FROM rcpts r"
+                           " WHERE r.qid = m.qid AND r.state IN ('queued', 'deferred', 'delayed'))",
+                           -1, &st, NULL) != SQLITE_OK) {
+        set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    size_t n = 0, cap = 0;
+    char **done = NULL;
+    int s;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *qid = (const char *)sqlite3_column_text(st, 0);
+        if (!valid_qid(qid)) continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 4;
+            done = xrealloc(done, cap * sizeof *done);
+        }
+        done[n++] = xstrdup(qid);
+    }
+    sqlite3_finalize(st);
+    int rc = s == SQLITE_DONE ? 0 : -1;
+    if (rc < 0) set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = remove_message(queue_dir, db, done[i], err, errlen);
+        if (rc == 0) {
+            log_warn("queue=%s every recipient was done before the crash: removed", done[i]);
+            (*count)++;
+        }
+    }
+    for (size_t i = 0; i < n; i++) free(done[i]);
+    free(done);
     return rc;
 }
 
@@ -624,13 +996,14 @@ int queue_init(const char *queue_dir, unsigned *recovered, char *err, size_t err
     sqlite3 *db = db_open(queue_dir, true, err, errlen);
     int rc = -1;
     if (db && recover_files(queue_dir, db, &count, err, errlen) == 0 &&
-        recover_rows(queue_dir, db, &count, err, errlen) == 0)
+        recover_rows(queue_dir, db, &count, err, errlen) == 0 &&
+        recover_finished(queue_dir, db, &count, err, errlen) == 0)
         rc = 0;
     if (count > 0 && fsync_dir(queue_dir, true) < 0 && rc == 0) {
         set_err(err, errlen, "fsync %s: %s", queue_dir, strerror(errno));
         rc = -1;
     }
-    sqlite3_close(db);
+    db_done(db);
     close(lock);
     if (recovered) *recovered = count;
     return rc;
@@ -654,7 +1027,7 @@ int queue_list(const char *queue_dir, void (*cb)(const struct queue_entry *e, vo
                            " r.last_error FROM messages m JOIN rcpts r ON r.qid = m.qid"
                            " ORDER BY m.arrival, m.qid, r.idx", -1, &st, NULL) != SQLITE_OK) {
         set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
-        sqlite3_close(db);
+        db_done(db);
         return -1;
     }
     int s;
@@ -678,13 +1051,12 @@ int queue_list(const char *queue_dir, void (*cb)(const struct queue_entry *e, vo
         rc = -1;
     }
     sqlite3_finalize(st);
-    sqlite3_close(db);
+    db_done(db);
     return rc;
 }
 
 /* ---- the runner side --------------------------------------------------- */
 
-#define PENDING_STATES "('queued', 'deferred', 'delayed')"
 
 /* Open the index of an existing queue; a missing index is an empty queue
  * (*missing set, NULL returned without an error). */
@@ -696,29 +1068,50 @@ static sqlite3 *db_open_existing(const char *queue_dir, bool *missing, char *err
     return *missing ? NULL : db_open(queue_dir, false, err, errlen);
 }
 
-int queue_due(const char *queue_dir, time_t now, void (*cb)(const char *qid, void *ctx), void *ctx,
-              char *err, size_t errlen)
+/* The domain of r.address (after the last '@'), lower case, in SQL. */
+#define RCPT_DOMAIN "lower(substr(r.address, length(rtrim(r.address, replace(r.address, '@', ''))) + 1))"
+
+static int due_query(const char *queue_dir, time_t now, void (*cb)(const char *qid, void *ctx),
+                     void (*cbd)(const char *qid, const char *domains, void *ctx), void *ctx,
+                     char *err, size_t errlen)
 {
     bool missing;
     sqlite3 *db = db_open_existing(queue_dir, &missing, err, errlen);
     if (!db) return missing ? 0 : -1;
     sqlite3_stmt *st = NULL;
     int rc = -1;
-    if (sqlite3_prepare_v2(db, "SELECT qid FROM messages m WHERE m.next_attempt >= 0 AND m.next_attempt <= ?1"
-                           " AND EXISTS (SELECT 1 FROM rcpts r WHERE r.qid = m.qid AND r.state IN "
-                           PENDING_STATES ") ORDER BY m.next_attempt, m.arrival", -1, &st, NULL) == SQLITE_OK) {
+    if (sqlite3_prepare_v2(db, "SELECT m.qid, (SELECT group_concat(DISTINCT " RCPT_DOMAIN ") FROM rcpts r"
+                           " WHERE r.qid = m.qid AND r.state IN " PENDING_STATES ") AS d"
+                           " FROM messages m WHERE m.next_attempt >= 0 AND m.next_attempt <= ?1"
+                           " AND d IS NOT NULL ORDER BY m.next_attempt, m.arrival", -1, &st, NULL) == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, (sqlite3_int64)now);
         int s;
         while ((s = sqlite3_step(st)) == SQLITE_ROW) {
             const char *qid = (const char *)sqlite3_column_text(st, 0);
-            if (valid_qid(qid)) cb(qid, ctx);
+            const char *domains = (const char *)sqlite3_column_text(st, 1);
+            if (!valid_qid(qid)) continue;
+            if (cb) cb(qid, ctx);
+            else cbd(qid, domains ? domains : "", ctx);
         }
         if (s == SQLITE_DONE) rc = 0;
     }
     if (rc < 0) set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
     sqlite3_finalize(st);
-    sqlite3_close(db);
+    db_done(db);
     return rc;
+}
+
+int queue_due(const char *queue_dir, time_t now, void (*cb)(const char *qid, void *ctx), void *ctx,
+              char *err, size_t errlen)
+{
+    return due_query(queue_dir, now, cb, NULL, ctx, err, errlen);
+}
+
+int queue_due_domains(const char *queue_dir, time_t now,
+                      void (*cb)(const char *qid, const char *domains, void *ctx), void *ctx,
+                      char *err, size_t errlen)
+{
+    return due_query(queue_dir, now, NULL, cb, ctx, err, errlen);
 }
 
 void queue_msg_free(struct queue_msg *m)
@@ -806,13 +1199,75 @@ int queue_load(const char *queue_dir, const char *qid, struct queue_msg **out, c
     }
     if (rc < 0) set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
     sqlite3_finalize(q);
-    sqlite3_close(db);
+    db_done(db);
     if (rc < 0) {
         queue_msg_free(m);
         return -1;
     }
     *out = m;
     return 0;
+}
+
+void queue_detail_free(struct queue_detail *d)
+{
+    free(d->auth_user);
+    free(d->client_ip);
+    free(d->helo);
+    for (size_t i = 0; i < d->nrcpts && d->last_error; i++) free(d->last_error[i]);
+    free(d->last_error);
+    memset(d, 0, sizeof *d);
+}
+
+static char *dup_opt(const char *s)
+{
+    return s ? xstrdup(s) : NULL;
+}
+
+int queue_inspect(const char *queue_dir, const char *qid, struct queue_msg **msg, struct queue_detail *detail,
+                  char *err, size_t errlen)
+{
+    *msg = NULL;
+    memset(detail, 0, sizeof *detail);
+    if (!valid_qid(qid)) return 0;
+    char *path = path_join(queue_dir, qid);
+    bool exists = access(path, F_OK) == 0;
+    free(path);
+    if (!exists) return 0;
+    struct queue_msg *m;
+    if (queue_load(queue_dir, qid, &m, err, errlen) < 0) return -1;
+    const struct parsed *p = m->priv;
+    detail->auth_user = dup_opt(p->env.auth_user);
+    detail->client_ip = dup_opt(p->env.client_ip);
+    detail->helo = dup_opt(p->env.helo);
+    detail->nrcpts = m->nrcpts;
+    detail->last_error = xcalloc(m->nrcpts ? m->nrcpts : 1, sizeof *detail->last_error);
+    sqlite3 *db = db_open(queue_dir, false, err, errlen);
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+    if (db && sqlite3_prepare_v2(db, "SELECT m.next_attempt, r.idx, r.last_error FROM messages m"
+                                 " JOIN rcpts r ON r.qid = m.qid WHERE m.qid = ?1", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, qid, -1, SQLITE_STATIC);
+        int s;
+        while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+            detail->indexed = true;
+            detail->next_attempt = (time_t)sqlite3_column_int64(st, 0);
+            sqlite3_int64 idx = sqlite3_column_int64(st, 1);
+            const char *e = (const char *)sqlite3_column_text(st, 2);
+            if (idx >= 0 && (size_t)idx < m->nrcpts && e && !detail->last_error[idx])
+                detail->last_error[idx] = xstrdup(e);
+        }
+        if (s == SQLITE_DONE) rc = 1;
+    }
+    if (db && rc < 0) set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    db_done(db);
+    if (rc < 0) {
+        queue_detail_free(detail);
+        queue_msg_free(m);
+        return -1;
+    }
+    *msg = m;
+    return 1;
 }
 
 static int exec_bound(sqlite3 *db, const char *sql, const char *qid)
@@ -853,8 +1308,44 @@ static int remove_message(const char *queue_dir, sqlite3 *db, const char *qid, c
     return 0;
 }
 
-int queue_record(const char *queue_dir, const char *qid, const struct queue_rcpt_update *u, size_t n,
-                 time_t next_attempt, char *err, size_t errlen)
+/* Do these updates leave no recipient of qid pending?  (A read on this
+ * thread's handle; only the runner's one job for qid changes its states.) */
+static bool finishes(const char *queue_dir, const char *qid, const struct queue_rcpt_update *u, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(u[i].state, "delivered") != 0 && strcmp(u[i].state, "failed") != 0) return false;
+    char err[256];
+    sqlite3 *db = db_open(queue_dir, false, err, sizeof err);
+    if (!db) return false;
+    sqlite3_stmt *st = NULL;
+    bool done = false;
+    if (sqlite3_prepare_v2(db, "SELECT idx FROM rcpts WHERE qid = ?1 AND state IN " PENDING_STATES,
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, qid, -1, SQLITE_STATIC);
+        int s;
+        bool rows = false, covered = true;
+        while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+            rows = true;
+            sqlite3_int64 idx = sqlite3_column_int64(st, 0);
+            bool found = false;
+            for (size_t i = 0; i < n && !found; i++) found = u[i].idx == idx;
+            covered &= found;
+        }
+        /* No pending row at all: not indexed (recovery) or finished; the
+         * normal path sorts those out. */
+        done = s == SQLITE_DONE && rows && covered;
+    }
+    sqlite3_finalize(st);
+    db_done(db);
+    return done;
+}
+
+/* Record through the group commit; when nothing is left pending, unlink
+ * the file and drop the rows in a later round (its directory fsync makes
+ * the unlink durable before the rows go, the order remove_message()
+ * keeps). */
+static int record(const char *queue_dir, const char *qid, const struct queue_rcpt_update *u, size_t n,
+                  bool attempt, time_t next_attempt, char *err, size_t errlen)
 {
     if (!valid_qid(qid)) {
         set_err(err, errlen, "bad queue id");
@@ -862,58 +1353,49 @@ int queue_record(const char *queue_dir, const char *qid, const struct queue_rcpt
     }
     int lock = lock_queue(queue_dir, LOCK_SH, err, errlen);
     if (lock < 0) return -1;
-    sqlite3 *db = db_open(queue_dir, false, err, errlen);
-    sqlite3_stmt *up = NULL, *msg = NULL, *left = NULL;
+    struct gc_op op = { .kind = GC_RECORD, .queue_dir = queue_dir, .qid = qid, .u = u, .n = n,
+                        .attempt = attempt, .next_attempt = next_attempt };
     int rc = -1;
-    if (!db) goto out;
-    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) goto dberr;
-    if (sqlite3_prepare_v2(db, "UPDATE rcpts SET state = ?3, last_error = ?4 WHERE qid = ?1 AND idx = ?2",
-                           -1, &up, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "UPDATE messages SET attempts = attempts + 1, next_attempt ="
-                           " CASE WHEN next_attempt < 0 THEN next_attempt ELSE ?2 END WHERE qid = ?1",
-                           -1, &msg, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "SELECT (SELECT count(*) FROM messages WHERE qid = ?1),"
-                           " (SELECT count(*) FROM rcpts WHERE qid = ?1 AND state IN " PENDING_STATES ")",
-                           -1, &left, NULL) != SQLITE_OK)
-        goto rollback;
-    for (size_t i = 0; i < n; i++) {
-        sqlite3_reset(up);
-        sqlite3_bind_text(up, 1, qid, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(up, 2, u[i].idx);
-        sqlite3_bind_text(up, 3, u[i].state, -1, SQLITE_STATIC);
-        bind_opt(up, 4, u[i].error);
-        if (sqlite3_step(up) != SQLITE_DONE) goto rollback;
+    /* When nothing stays pending the durable unlink is the record: until
+     * the round's directory fsync the file may come back after a crash,
+     * still pending, and be sent again, never lost. */
+    bool fast = finishes(queue_dir, qid, u, n);
+    if (!fast && gc_run(&op) < 0) {
+        set_err(err, errlen, "%s", op.err);
+    } else if (!fast && !op.exists) {
+        rc = 1;
+    } else if (!fast && op.pending > 0) {
+        rc = 0;
+    } else {
+        char *path = path_join(queue_dir, qid);
+        int e = unlink(path) < 0 ? errno : 0;
+        free(path);
+        struct gc_op purge = { .kind = GC_PURGE, .queue_dir = queue_dir, .qid = qid };
+        if (e && e != ENOENT) {
+            set_err(err, errlen, "removing queue file %s: %s", qid, strerror(e));
+        } else if (gc_run(&purge) < 0) {
+            set_err(err, errlen, "%s", purge.err);
+            /* Rows left pending for a file that is gone would come up as
+             * due at every scan: record the states at least. */
+            if (fast) gc_run(&op);
+        } else {
+            rc = 1;
+        }
     }
-    sqlite3_bind_text(msg, 1, qid, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(msg, 2, (sqlite3_int64)next_attempt);
-    if (sqlite3_step(msg) != SQLITE_DONE) goto rollback;
-    sqlite3_bind_text(left, 1, qid, -1, SQLITE_STATIC);
-    if (sqlite3_step(left) != SQLITE_ROW) goto rollback;
-    bool exists = sqlite3_column_int(left, 0) > 0;
-    int pending = sqlite3_column_int(left, 1);
-    sqlite3_finalize(up);
-    sqlite3_finalize(msg);
-    sqlite3_finalize(left);
-    up = msg = left = NULL;
-    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) goto rollback;
-    if (!exists) rc = 1;
-    else if (pending > 0) rc = 0;
-    else rc = remove_message(queue_dir, db, qid, err, errlen) < 0 ? -1 : 1;
-    goto out;
-rollback:
-    sqlite3_finalize(up);
-    sqlite3_finalize(msg);
-    sqlite3_finalize(left);
-    up = msg = left = NULL;
-    set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
-    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    goto out;
-dberr:
-    set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
-out:
-    sqlite3_close(db);
     close(lock);
     return rc;
+}
+
+int queue_record(const char *queue_dir, const char *qid, const struct queue_rcpt_update *u, size_t n,
+                 time_t next_attempt, char *err, size_t errlen)
+{
+    return record(queue_dir, qid, u, n, true, next_attempt, err, errlen);
+}
+
+int queue_record_partial(const char *queue_dir, const char *qid, const struct queue_rcpt_update *u, size_t n,
+                         char *err, size_t errlen)
+{
+    return record(queue_dir, qid, u, n, false, 0, err, errlen);
 }
 
 int queue_schedule_now(const char *queue_dir, const char *qid, const char *domain, char *err, size_t errlen)
@@ -935,7 +1417,7 @@ int queue_schedule_now(const char *queue_dir, const char *qid, const char *domai
     }
     if (rc < 0) set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
     sqlite3_finalize(st);
-    sqlite3_close(db);
+    db_done(db);
     return rc;
 }
 
@@ -957,7 +1439,7 @@ int queue_hold(const char *queue_dir, const char *qid, bool hold, char *err, siz
     }
     if (rc < 0) set_err(err, errlen, "queue index: %s", sqlite3_errmsg(db));
     sqlite3_finalize(st);
-    sqlite3_close(db);
+    db_done(db);
     return rc;
 }
 
@@ -983,7 +1465,7 @@ int queue_delete(const char *queue_dir, const char *qid, char *err, size_t errle
         if (!file && !row) rc = 0;
         else rc = remove_message(queue_dir, db, qid, err, errlen) < 0 ? -1 : 1;
     }
-    sqlite3_close(db);
+    db_done(db);
     close(lock);
     return rc;
 }

@@ -35,10 +35,22 @@
  *     queue.db.  (When enqueue itself sees the index write fail, it removes
  *     the file before answering -1, so a 451'd message is not sent too.)
  *   - an index row without its file: nothing to deliver: the row is
- *     removed with an error log.
+ *     removed with an error log;
+ *   - rows with no recipient pending and the file still there: the
+ *     process died inside the removal after queue_record() committed the
+ *     last result: recovery finishes the removal (nothing is re-sent).
  *
- * Threads and processes: every call opens its own database handle (one
- * SQLite open is cheap next to the fsyncs), so any thread may call these.
+ * Group commit: an enqueue fsyncs its own file, but the directory fsync
+ * and the index commit are shared by every enqueue (and delivery record)
+ * ready at that moment: one leader does both for the batch while the
+ * others wait, and each call still returns only once its own rows are
+ * committed.  Alone, a message costs what the sequence above says; with
+ * N ready together, N file fsyncs plus one directory fsync and one
+ * commit.
+ *
+ * Threads and processes: any thread may call these.  Each thread keeps
+ * one index handle per queue directory, opened on first use and closed
+ * when the thread exits (reopened when queue.db is replaced).
  * Errors: -1 with a one-line reason in err (errlen bytes). */
 #ifndef POCHTA_QUEUE_QUEUE_H
 #define POCHTA_QUEUE_QUEUE_H
@@ -143,10 +155,37 @@ struct queue_msg {
 int queue_due(const char *queue_dir, time_t now, void (*cb)(const char *qid, void *ctx), void *ctx,
               char *err, size_t errlen);
 
+/* As queue_due(), with the distinct domains of each message's pending
+ * recipients: ASCII lower case, comma-separated (a domain or address
+ * literal has no comma), valid during the callback only. */
+int queue_due_domains(const char *queue_dir, time_t now,
+                      void (*cb)(const char *qid, const char *domains, void *ctx), void *ctx,
+                      char *err, size_t errlen);
+
 /* Read a message's envelope, its recipients' states and open its file.
  * Returns 0, or -1 with err (the message is gone, or unreadable). */
 int queue_load(const char *queue_dir, const char *qid, struct queue_msg **out, char *err, size_t errlen);
 void queue_msg_free(struct queue_msg *m);
+
+/* For `pochta queue show` (like postcat -q): what the index knows beyond
+ * queue_load()'s view.  Strings are owned by the detail. */
+struct queue_detail {
+    time_t next_attempt;        /* unix time; -1 when held by the operator */
+    bool indexed;               /* false: a file recovery has not indexed yet */
+    char *auth_user;            /* submitter, NULL if none */
+    char *client_ip;
+    char *helo;
+    char **last_error;          /* one per recipient of the message (NULL if none) */
+    size_t nrcpts;
+};
+
+/* Read-only: load a message as queue_load() does (content readable from
+ * (*msg)->fd at (*msg)->offset) plus its scheduling detail.  Returns 1,
+ * 0 when there is no such message, or -1 with err.  Free with
+ * queue_msg_free() and queue_detail_free(). */
+int queue_inspect(const char *queue_dir, const char *qid, struct queue_msg **msg, struct queue_detail *detail,
+                  char *err, size_t errlen);
+void queue_detail_free(struct queue_detail *d);
 
 struct queue_rcpt_update {
     unsigned idx;
@@ -161,6 +200,20 @@ struct queue_rcpt_update {
  * when still queued, -1 on error. */
 int queue_record(const char *queue_dir, const char *qid, const struct queue_rcpt_update *u, size_t n,
                  time_t next_attempt, char *err, size_t errlen);
+
+/* The results of one SMTP transaction while other transactions of the
+ * same attempt (other destinations) still run: recipient states only,
+ * attempts and next_attempt are left to the queue_record() that ends the
+ * attempt.  Made durable before the connection carries anything else, so
+ * a crash re-sends only what was in flight.  Returns as queue_record(). */
+int queue_record_partial(const char *queue_dir, const char *qid, const struct queue_rcpt_update *u, size_t n,
+                         char *err, size_t errlen);
+
+/* Called on the enqueuing thread each time queue_enqueue() has made a
+ * message durable (the runner uses it to try new mail at once).  fn must
+ * be thread-safe; NULL unregisters.  Returns when no call of the previous
+ * fn is still running. */
+void queue_set_notify(void (*fn)(void *ctx), void *ctx);
 
 /* Make messages due now: qid, or every message (qid NULL) with a pending
  * recipient in `domain` (NULL: any).  Held messages stay held.  Returns

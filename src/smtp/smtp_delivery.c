@@ -40,8 +40,12 @@ void smtp_received_header(sbuf *out, const struct smtp_delivery *d, const char *
     const char *ip = d->client_ip;
     bool v6 = strchr(ip, ':') != NULL;
     sbuf_puts(out, "Received: from ");
-    put_helo(out, d->helo && *d->helo ? d->helo : "unknown");
-    sbuf_printf(out, " ([%s%s])\r\n", v6 ? "IPv6:" : "", ip);
+    if (d->local) {
+        sbuf_printf(out, "local (uid %lu)\r\n", d->local_uid);
+    } else {
+        put_helo(out, d->helo && *d->helo ? d->helo : "unknown");
+        sbuf_printf(out, " ([%s%s])\r\n", v6 ? "IPv6:" : "", ip);
+    }
     if (d->tls_desc) sbuf_printf(out, "\t(using %s)\r\n", d->tls_desc);
     sbuf_printf(out, "\tby %s (pochta) with %s id %s", d->hostname, d->protocol, d->qid);
     if (for_rcpt) sbuf_printf(out, "\r\n\tfor <%s>", for_rcpt);

@@ -43,6 +43,8 @@ struct smtp_delivery {
     const char *protocol;       /* RFC 3848 "with" keyword, e.g. "ESMTPSA" */
     const char *tls_desc;       /* NULL without TLS */
     const char *auth_user;      /* NULL when not authenticated */
+    bool local;                 /* from the local socket: Received says "from local (uid N)" */
+    unsigned long local_uid;
     const char *envid;
     int ret, body;
     bool smtputf8;

@@ -5,7 +5,9 @@
  * differ only in policy (smtp_listener_kind): MX on port 25 never offers
  * AUTH and only takes mail for local domains; submission (587) and
  * submissions (465, implicit TLS) require AUTH before MAIL, and AUTH only
- * after TLS. */
+ * after TLS.  The local listener (a Unix socket for `pochta sendmail`)
+ * relays without AUTH: whoever can reach the socket is a local user, known
+ * by SO_PEERCRED (uid in the log and the Received header). */
 #ifndef POCHTA_SMTP_SERVER_H
 #define POCHTA_SMTP_SERVER_H
 
@@ -26,6 +28,7 @@ enum smtp_listener_kind {
     SMTP_LISTENER_MX,
     SMTP_LISTENER_SUBMISSION,
     SMTP_LISTENER_SUBMISSIONS,
+    SMTP_LISTENER_LOCAL,
 };
 
 struct smtp_server {

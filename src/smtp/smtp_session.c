@@ -2,8 +2,10 @@
  * input, HELO/EHLO, the envelope (MAIL, RCPT) and the small commands.
  * DATA/BDAT live in smtp_session_data.c, STARTTLS/AUTH in
  * smtp_session_auth.c. */
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,7 @@ const char *smtp_listener_name(enum smtp_listener_kind kind)
     case SMTP_LISTENER_MX: return "smtp";
     case SMTP_LISTENER_SUBMISSION: return "submission";
     case SMTP_LISTENER_SUBMISSIONS: return "submissions";
+    case SMTP_LISTENER_LOCAL: return "local";
     }
     return "?";
 }
@@ -77,7 +80,7 @@ bool smtp_tls_active(const struct smtp_session *s)
 
 bool smtp_auth_available(const struct smtp_session *s)
 {
-    if (s->kind == SMTP_LISTENER_MX) return false;
+    if (s->kind == SMTP_LISTENER_MX || s->kind == SMTP_LISTENER_LOCAL) return false;
     return smtp_tls_active(s) || s->srv->cfg->auth_allow_plaintext;
 }
 
@@ -189,6 +192,17 @@ void smtp_session_accept(struct smtp_server *srv, enum smtp_listener_kind kind, 
 {
     char ip[64];
     sockaddr_ip(peer, ip);
+    struct ucred cred = { 0 };
+    if (kind == SMTP_LISTENER_LOCAL) {
+        /* The socket is local-only: the peer's uid is who sends. */
+        socklen_t len = sizeof cred;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+            log_error("accept on local socket: SO_PEERCRED: %s", strerror(errno));
+            close(fd);
+            return;
+        }
+        snprintf(ip, sizeof ip, "uid=%lu", (unsigned long)cred.uid);
+    }
     char refusal[300];
     snprintf(refusal, sizeof refusal, "421 4.7.0 %s", srv->cfg->hostname);
     if (!connlimit_admit(srv->limits, srv->shutting_down, fd, ip, smtp_listener_name(kind),
@@ -199,6 +213,8 @@ void smtp_session_accept(struct smtp_server *srv, enum smtp_listener_kind kind, 
     s->srv = srv;
     s->kind = kind;
     s->spool_fd = -1;
+    s->local = kind == SMTP_LISTENER_LOCAL;
+    s->local_uid = (unsigned long)cred.uid;
     make_id(s->id);
     memcpy(s->ip, ip, sizeof ip);
     s->c = conn_new(srv->base, fd, peer, kind == SMTP_LISTENER_SUBMISSIONS ? srv->tls : NULL,
@@ -214,6 +230,13 @@ void smtp_session_accept(struct smtp_server *srv, enum smtp_listener_kind kind, 
     srv->nsessions++;
     conn_set_timeout(s->c, srv->cfg->smtp_timeout);
     log_info("session=%s connect from [%s]:%d to %s", s->id, ip, conn_port(s->c), smtp_listener_name(kind));
+    if (s->local) {
+        struct passwd pw, *found = NULL;
+        char buf[1024];
+        getpwuid_r(cred.uid, &pw, buf, sizeof buf, &found);
+        log_info("session=%s local submission by uid=%lu user=%s pid=%ld", s->id, s->local_uid,
+                 found ? found->pw_name : "?", (long)cred.pid);
+    }
     if (kind != SMTP_LISTENER_SUBMISSIONS) {
         s->banner_sent = true;
         smtp_reply(s, 220, NULL, "%s ESMTP pochta", srv->cfg->hostname);
@@ -268,7 +291,7 @@ static void cmd_helo(struct smtp_session *s, const struct smtp_cmd *cmd, bool es
     sbuf_puts(&r, "PIPELINING\n");
     sbuf_printf(&r, "SIZE %llu\n", (unsigned long long)cfg->max_message_size);
     sbuf_puts(&r, "8BITMIME\nBINARYMIME\nCHUNKING\nENHANCEDSTATUSCODES\nSMTPUTF8\nDSN\nETRN\n");
-    if (!smtp_tls_active(s)) sbuf_puts(&r, "STARTTLS\n");
+    if (!smtp_tls_active(s) && !s->local) sbuf_puts(&r, "STARTTLS\n");
     if (smtp_auth_available(s) && !s->auth_user) sbuf_puts(&r, "AUTH PLAIN LOGIN\n");
     sbuf_puts(&r, "HELP");
     /* RFC 2034: EHLO keyword lines carry no enhanced status code. */
@@ -280,7 +303,7 @@ static void cmd_helo(struct smtp_session *s, const struct smtp_cmd *cmd, bool es
 
 static bool needs_auth(const struct smtp_session *s)
 {
-    return s->kind != SMTP_LISTENER_MX && !s->auth_user;
+    return s->kind != SMTP_LISTENER_MX && s->kind != SMTP_LISTENER_LOCAL && !s->auth_user;
 }
 
 static bool is_local_cb(const char *domain, void *ctx);
@@ -352,10 +375,10 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *cmd)
     make_id(s->qid);
     s->too_big = false;
     char safe[600];
-    log_info("session=%s queue=%s from=<%s> size=%llu%s%s", s->id, s->qid,
+    log_info("session=%s queue=%s from=<%s> size=%llu%s%s%s%s", s->id, s->qid,
              log_safe(s->mail_from, strlen(s->mail_from), safe, sizeof safe),
              (unsigned long long)cmd->size, cmd->smtputf8 ? " smtputf8" : "",
-             s->auth_user ? " authenticated" : "");
+             s->auth_user ? " authenticated" : "", s->local ? " local " : "", s->local ? s->ip : "");
     smtp_reply(s, 250, "2.1.0", "Ok");
 }
 
@@ -446,8 +469,8 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *cmd)
             sbuf_free(&addr);
             return;
         }
-    } else if (s->auth_user) {
-        /* Authenticated submission: remote recipients go to the queue. */
+    } else if (s->auth_user || s->local) {
+        /* Authenticated or local submission: remote recipients go to the queue. */
         r.dests = xcalloc(1, sizeof *r.dests);
         r.dests[0].address = xstrdup(sbuf_cstr(&addr));
         r.dests[0].local = false;

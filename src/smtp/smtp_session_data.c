@@ -180,6 +180,7 @@ static void finish_message(struct smtp_session *s)
         .hostname = cfg->hostname,
         .protocol = smtp_protocol_name(s->esmtp, tls, s->auth_user != NULL, s->mail.smtputf8),
         .tls_desc = tls ? j->tls_desc : NULL, .auth_user = s->auth_user,
+        .local = s->local, .local_uid = s->local_uid,
         .envid = s->mail.envid, .ret = (int)s->mail.ret, .body = (int)s->mail.body,
         .smtputf8 = s->mail.smtputf8, .rcpts = j->rcpts, .nrcpts = s->nrcpts,
         .spool_fd = s->spool_fd, .spool_len = s->spool_len, .arrival = time(NULL),

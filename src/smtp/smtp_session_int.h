@@ -42,7 +42,9 @@ struct smtp_session {
     enum smtp_listener_kind kind;
     conn *c;
     char id[17];
-    char ip[64];
+    char ip[64];                /* local listener: "uid=N" */
+    bool local;                 /* local listener: local_uid is the peer's (SO_PEERCRED) */
+    unsigned long local_uid;
     enum smtp_phase phase;
     struct smtp_session *next, *prev;
 

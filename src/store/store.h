@@ -16,6 +16,7 @@
  *       meta                          name, uidvalidity, uid/modseq high-water
  *                                     marks, special-use attributes
  *       keywords                      keyword names; line i = flag letter 'a'+i
+ *       acl                           RFC 4314 entries "ident rights" (store_acl.c)
  *       <uid>.<guid>:2,<letters>      one immutable message file; letters are
  *                                     maildir flags (D F R S T) + keyword letters;
  *                                     mtime = internaldate, st_size = size
@@ -37,7 +38,11 @@
  * Threads: a store_user handle belongs to one thread at a time; open one
  * handle per thread (or per call).  Any number of handles, in any number of
  * processes, may work on the same user at once: writers serialise on SQLite
- * BEGIN IMMEDIATE with a busy timeout.
+ * BEGIN IMMEDIATE with a busy timeout.  A handle costs an SQLite connection
+ * and 4 descriptors, so long-lived sessions (IMAP) do not keep one: they
+ * take one from the process-wide cache for each job (store_user_borrow())
+ * and give it back (store_user_close()); the cache keeps a bounded number
+ * of idle handles for every user recently used, shared by all its sessions.
  *
  * Errors: functions return 0 on success or a negative STORE_E* code and write
  * a human-readable reason into err (errlen bytes; err may be NULL).
@@ -92,6 +97,25 @@ store_user *store_user_open(const char *root, const char *address, bool create,
 void store_user_close(store_user *u);
 void store_cache_clear(void);
 
+/* A handle for one job of a session that has already opened the user's
+ * store once with store_user_open() (which repaired crash leftovers and
+ * created the user): an idle handle from the cache when there is one,
+ * without store_user_open()'s scan of tmp/ (whose repair would wait for
+ * other handles' writes in progress), else a newly opened one (ENOENT if
+ * the user's store is gone).  Give it back with store_user_close() when
+ * the job ends.  NULL with err on failure. */
+store_user *store_user_borrow(const char *root, const char *address, char *err, size_t errlen);
+
+/* A fingerprint of a user's index that changes whenever any handle, in
+ * any process, commits a change (the identity, size and modification time
+ * of index.db and its WAL): two stat() calls, no handle.  For sessions
+ * that poll for changes made outside this process, to skip the store when
+ * there are none.  Take it BEFORE reading the store, so that a change
+ * committed during the read shows as a new stamp.  -1 if the files cannot
+ * be looked at (then read the store). */
+typedef struct store_stamp { uint64_t v[8]; } store_stamp;
+int store_user_stamp(const char *root, const char *address, store_stamp *out);
+
 /* Deliver: message content = prefix (prefix_len bytes, e.g. Return-Path +
  * Received headers) followed by body_len bytes read from body_fd starting at
  * offset 0.  body_fd's file offset is never moved, so threads may share it.
@@ -105,6 +129,12 @@ int store_deliver(store_user *u, const char *mailbox, const void *prefix, size_t
 int store_append(store_user *u, const char *mailbox, const void *data, size_t len,
                  unsigned flags, const char *const *keywords, size_t nkeywords,
                  time_t internaldate, uint32_t *uid_out, char *err, size_t errlen);
+/* The same for a message the caller spooled to a file: len bytes of fd
+ * from offset off (read with explicit offsets: fd's file offset is never
+ * moved, so the fd may be shared).  The caller keeps and closes fd. */
+int store_append_fd(store_user *u, const char *mailbox, int fd, uint64_t off, uint64_t len,
+                    unsigned flags, const char *const *keywords, size_t nkeywords,
+                    time_t internaldate, uint32_t *uid_out, char *err, size_t errlen);
 
 /* ---- mailboxes ---- */
 
@@ -234,6 +264,27 @@ int store_vanished(store_user *u, const char *mailbox, uint64_t since, uint32_t 
 /* QUOTA (RFC 9208 STORAGE and MESSAGE resources): whole user. */
 int store_quota_usage(store_user *u, uint64_t *bytes, uint64_t *messages,
                       char *err, size_t errlen);
+
+/* ---- ACL (RFC 4314): rights of other identifiers on this user's mailboxes ---- */
+
+typedef struct store_acl_entry {
+    char *mailbox;          /* owned by the array */
+    char *ident;            /* "anyone" or an account address, as given */
+    char *rights;           /* rights letters, as given (the caller normalises) */
+} store_acl_entry;
+
+/* Set ident's rights on mailbox (rights NULL or "" removes the entry).
+ * ENOENT: no such mailbox; EINVAL: an ident that is empty, longer than
+ * STORE_MAX_NAME or holds control bytes, rights that are not printable
+ * ASCII without spaces (at most 64).  The owner's own rights are never
+ * stored.  Kept also in the mailbox's acl file: store_rebuild() restores it. */
+int store_acl_set(store_user *u, const char *mailbox, const char *ident, const char *rights,
+                  char *err, size_t errlen);
+/* Entries of one mailbox (mailbox != NULL), or of every mailbox, sorted by
+ * mailbox then identifier; free with store_acl_free().  0 with none. */
+int store_acl_list(store_user *u, const char *mailbox, store_acl_entry **out, size_t *count,
+                   char *err, size_t errlen);
+void store_acl_free(store_acl_entry *v, size_t count);
 
 /* Recreate index.db from the message files.  Flags, keywords, internaldate,
  * size and UIDs survive; uidnext and highestmodseq never go below what was

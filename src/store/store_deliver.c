@@ -22,12 +22,14 @@
 #include "core/util.h"
 #include "store/store_int.h"
 
-static int copy_body(int in, uint64_t len, int out)
+/* len bytes of in from offset start onto out. */
+static int copy_body(int in, uint64_t start, uint64_t len, int out)
 {
-    loff_t off = 0;
+    loff_t off = (loff_t)start;
+    uint64_t end = start + len;
     bool fallback = false;
-    while ((uint64_t)off < len) {
-        size_t want = (size_t)((len - (uint64_t)off) > (1u << 30) ? (1u << 30) : len - (uint64_t)off);
+    while ((uint64_t)off < end) {
+        size_t want = (size_t)((end - (uint64_t)off) > (1u << 30) ? (1u << 30) : end - (uint64_t)off);
         if (!fallback) {
             /* An explicit input offset: the shared fd's position never moves. */
             ssize_t n = copy_file_range(in, &off, out, NULL, want, 0);
@@ -51,8 +53,8 @@ static int copy_body(int in, uint64_t len, int out)
 }
 
 static int stage_file(store_user *u, char guid[17], char *rel, size_t rellen, const void *prefix,
-                      size_t plen, int body_fd, uint64_t body_len, time_t date, char *err,
-                      size_t errlen)
+                      size_t plen, int body_fd, uint64_t body_off, uint64_t body_len, time_t date,
+                      char *err, size_t errlen)
 {
     int fd = -1;
     for (int tries = 0; tries < 8 && fd < 0; tries++) {
@@ -64,7 +66,7 @@ static int stage_file(store_user *u, char guid[17], char *rel, size_t rellen, co
     if (fd < 0) return store_fail(err, errlen, STORE_EIO, "create %s: %s", rel, strerror(errno));
     struct timespec ts[2] = { { date, 0 }, { date, 0 } };
     int ok = (plen == 0 || write_full(fd, prefix, plen) == 0) &&
-             (body_len == 0 || copy_body(body_fd, body_len, fd) == 0) &&
+             (body_len == 0 || copy_body(body_fd, body_off, body_len, fd) == 0) &&
              futimens(fd, ts) == 0 && fsync(fd) == 0;
     int saved = errno;
     if (close(fd) != 0 && ok) { ok = 0; saved = errno; }
@@ -115,7 +117,7 @@ static int index_message(store_user *u, const char *mailbox, const char *guid, u
 }
 
 static int deliver_common(store_user *u, const char *mailbox, const void *prefix, size_t plen,
-                          int body_fd, uint64_t body_len, time_t date, unsigned flags,
+                          int body_fd, uint64_t body_off, uint64_t body_len, time_t date, unsigned flags,
                           const char *const *kws, size_t nkw, uint32_t *uid_out, char *err,
                           size_t errlen)
 {
@@ -125,8 +127,8 @@ static int deliver_common(store_user *u, const char *mailbox, const void *prefix
     if (flock(u->lockfd, LOCK_SH) != 0)
         return store_fail(err, errlen, STORE_EIO, "lock: %s", strerror(errno));
     char guid[17], tmp[32];
-    int rc = stage_file(u, guid, tmp, sizeof tmp, prefix, plen, body_fd, body_len, date, err,
-                        errlen);
+    int rc = stage_file(u, guid, tmp, sizeof tmp, prefix, plen, body_fd, body_off, body_len, date,
+                        err, errlen);
     int64_t box = 0;
     uint32_t uid = 0, kbits = 0;
     if (rc == 0) {
@@ -162,7 +164,7 @@ int store_deliver(store_user *u, const char *mailbox, const void *prefix, size_t
                   int body_fd, uint64_t body_len, time_t internaldate, unsigned flags,
                   uint32_t *uid_out, char *err, size_t errlen)
 {
-    return deliver_common(u, mailbox, prefix, prefix_len, body_fd, body_len, internaldate, flags,
+    return deliver_common(u, mailbox, prefix, prefix_len, body_fd, 0, body_len, internaldate, flags,
                           NULL, 0, uid_out, err, errlen);
 }
 
@@ -170,6 +172,14 @@ int store_append(store_user *u, const char *mailbox, const void *data, size_t le
                  unsigned flags, const char *const *keywords, size_t nkeywords,
                  time_t internaldate, uint32_t *uid_out, char *err, size_t errlen)
 {
-    return deliver_common(u, mailbox, data, len, -1, 0, internaldate, flags, keywords, nkeywords,
+    return deliver_common(u, mailbox, data, len, -1, 0, 0, internaldate, flags, keywords, nkeywords,
                           uid_out, err, errlen);
+}
+
+int store_append_fd(store_user *u, const char *mailbox, int fd, uint64_t off, uint64_t len,
+                    unsigned flags, const char *const *keywords, size_t nkeywords,
+                    time_t internaldate, uint32_t *uid_out, char *err, size_t errlen)
+{
+    return deliver_common(u, mailbox, NULL, 0, fd, off, len, internaldate, flags, keywords,
+                          nkeywords, uid_out, err, errlen);
 }

@@ -27,6 +27,10 @@ enum stmt_id {
     ST_EXPUNGED_ADD,
     ST_KW_LIST,
     ST_KW_ADD,
+    ST_MSG_LIST,
+    ST_VANISHED,
+    ST_KV_GET,
+    ST_KV_SET,
     ST__COUNT
 };
 
@@ -37,6 +41,14 @@ struct store_user {
     sqlite3 *db;
     sqlite3_stmt *st[ST__COUNT];    /* prepared on first use */
     bool in_tx;
+    /* A borrowed handle reads from one snapshot (a deferred BEGIN, opened
+     * by store_user_borrow()) until its first write or until it is given
+     * back: the several reads of one command cost one transaction and
+     * agree with each other.  snap_box caches a mailbox id by name for
+     * that snapshot only (store_msg_open() per message of a FETCH). */
+    bool in_read;
+    char *snap_box;
+    int64_t snap_box_id;
     bool cacheable;         /* fully opened: may be kept idle for reuse */
     dev_t dir_dev, db_dev;  /* identity of the user dir and index.db, to */
     ino_t dir_ino, db_ino;  /* notice when a cached handle went stale */
@@ -75,6 +87,12 @@ int store_exec(store_user *u, const char *sql);
 int store_begin(store_user *u, char *err, size_t errlen);
 int store_commit(store_user *u, char *err, size_t errlen);
 void store_rollback(store_user *u);
+/* The borrowed handle's read snapshot (see in_read): start one / end it. */
+int store_read_begin(store_user *u);
+void store_read_end(store_user *u);
+/* For a read of its own: true if it started a transaction, which the
+ * caller then ends with store_read_end(); false when already inside one. */
+bool store_read_own(store_user *u, int *rc);
 int store_fsync_at(int dirfd, const char *rel);
 const char *store_canon_name(const char *name);
 uint32_t store_new_uidvalidity(store_user *u);
@@ -121,6 +139,13 @@ int store_rmtree_at(int dirfd, const char *rel);
 store_user *store_user_handle(const char *root, const char *address, bool create,
                               bool for_rebuild, char *err, size_t errlen);
 int store_schema(store_user *u, char *err, size_t errlen);
+
+/* store_acl.c: for store_rebuild(), inside its write transaction */
+/* An empty acl table (created on an index from before ACLs).  0 or -1. */
+int store_acl_reset(store_user *u);
+/* Rows of mailbox box from its mbox/<box>/acl file (none without one).
+ * 0, or -1 when the file cannot be read or the rows not written. */
+int store_acl_restore(store_user *u, int64_t box);
 
 /* store_rebuild.c */
 int store_rebuild_handle(store_user *u, char *err, size_t errlen);

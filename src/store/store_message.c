@@ -101,12 +101,14 @@ int store_messages(store_user *u, const char *mailbox, uint64_t changedsince, st
                    char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    /* A read transaction gives one snapshot for the mailbox row and its rows. */
-    if (store_exec(u, "BEGIN") != 0) return store_dbfail(u, err, errlen, "begin");
-    u->in_tx = true;
+    /* A read transaction gives one snapshot for the mailbox row and its rows
+     * (the borrowed handle's, when there is one). */
+    int rc;
+    bool own = store_read_own(u, &rc);
+    if (rc) return store_dbfail(u, err, errlen, "begin");
     struct mbox mb;
-    int rc = store_mbox_get(u, mailbox, &mb, err, errlen);
-    if (rc) { store_rollback(u); return rc; }
+    rc = store_mbox_get(u, mailbox, &mb, err, errlen);
+    if (rc) { if (own) store_read_end(u); return rc; }
     out->uidvalidity = mb.uidvalidity;
     out->uidnext = mb.uidnext;
     out->highestmodseq = mb.highestmodseq;
@@ -114,11 +116,8 @@ int store_messages(store_user *u, const char *mailbox, uint64_t changedsince, st
         rc = store_dbfail(u, err, errlen, "keywords");
         goto done;
     }
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(u->db,
-                           "SELECT uid,guid,flags,keywords,internaldate,size,modseq FROM msg"
-                           " WHERE mailbox_id=?1 AND modseq>?2 ORDER BY uid",
-                           -1, &s, NULL) != SQLITE_OK) {
+    sqlite3_stmt *s = store_stmt(u, ST_MSG_LIST);
+    if (!s) {
         rc = store_dbfail(u, err, errlen, "list");
         goto done;
     }
@@ -142,10 +141,10 @@ int store_messages(store_user *u, const char *mailbox, uint64_t changedsince, st
         mi->size = (uint64_t)sqlite3_column_int64(s, 5);
         mi->modseq = (uint64_t)sqlite3_column_int64(s, 6);
     }
-    sqlite3_finalize(s);
     if (r != SQLITE_DONE) rc = store_dbfail(u, err, errlen, "list");
+    sqlite3_reset(s);
 done:
-    store_rollback(u);
+    if (own) store_read_end(u);
     store_mbox_free(&mb);
     if (rc) store_msglist_free(out);
     return rc;
@@ -161,11 +160,25 @@ void store_msglist_free(store_msglist *l)
 int store_msg_open(store_user *u, const char *mailbox, uint32_t uid, int *fd_out,
                    uint64_t *size_out, char *err, size_t errlen)
 {
-    struct mbox mb;
-    int rc = store_mbox_get(u, mailbox, &mb, err, errlen);
-    if (rc) return rc;
-    int64_t box = mb.id;
-    store_mbox_free(&mb);
+    int64_t box;
+    mailbox = store_canon_name(mailbox);
+    if (u->in_read && u->snap_box && strcmp(u->snap_box, mailbox) == 0) {
+        box = u->snap_box_id;
+    } else {
+        struct mbox mb;
+        int rc = store_mbox_get(u, mailbox, &mb, err, errlen);
+        if (rc) return rc;
+        box = mb.id;
+        store_mbox_free(&mb);
+        if (u->in_read) {
+            /* Ids are fixed within one snapshot: a FETCH of many messages
+             * looks the mailbox up once. */
+            free(u->snap_box);
+            u->snap_box = xstrdup(mailbox);
+            u->snap_box_id = box;
+        }
+    }
+    int rc;
     sbuf path = SBUF_INIT;
     /* A row whose file stays missing is almost always a message that
      * another session is expunging right now (the file goes first, then
@@ -177,8 +190,18 @@ int store_msg_open(store_user *u, const char *mailbox, uint32_t uid, int *fd_out
         int g = store_msg_get(u, box, uid, &m);
         if (g == 1) { rc = store_fail(err, errlen, STORE_ENOENT, "no such message"); break; }
         if (g < 0) { rc = store_dbfail(u, err, errlen, "message lookup"); break; }
+        /* Where the row says first: one openat() in the usual case. */
+        sbuf_reset(&path);
+        store_msg_relpath(&path, box, m.uid, m.guid, m.flags, m.keywords);
+        int fd = openat(u->dirfd, path.data, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            *fd_out = fd;
+            if (size_out) *size_out = m.size;
+            rc = 0;
+            break;
+        }
         if (store_msg_locate(u, box, &m, &path) == 0) {
-            int fd = openat(u->dirfd, path.data, O_RDONLY | O_CLOEXEC);
+            fd = openat(u->dirfd, path.data, O_RDONLY | O_CLOEXEC);
             if (fd >= 0) {
                 *fd_out = fd;
                 if (size_out) *size_out = m.size;
@@ -192,6 +215,12 @@ int store_msg_open(store_user *u, const char *mailbox, uint32_t uid, int *fd_out
         }
         struct timespec ts = { 0, 1000000L << attempt };
         nanosleep(&ts, NULL);
+        /* The expunge we wait for commits in another connection: look at
+         * the newest state, not the snapshot this command started with. */
+        if (u->in_read) {
+            store_read_end(u);
+            (void)store_read_begin(u);
+        }
     }
     sbuf_free(&path);
     return rc;
@@ -469,15 +498,15 @@ int store_vanished(store_user *u, const char *mailbox, uint64_t since, uint32_t 
 {
     *uids = NULL;
     *count = 0;
-    if (store_exec(u, "BEGIN") != 0) return store_dbfail(u, err, errlen, "begin");
-    u->in_tx = true;
+    int rc;
+    bool own = store_read_own(u, &rc);
+    if (rc) return store_dbfail(u, err, errlen, "begin");
     struct mbox mb;
-    int rc = store_mbox_get(u, mailbox, &mb, err, errlen);
-    if (rc) { store_rollback(u); return rc; }
+    rc = store_mbox_get(u, mailbox, &mb, err, errlen);
+    if (rc) { if (own) store_read_end(u); return rc; }
     if (complete) *complete = since >= mb.vanished_floor;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(u->db, "SELECT uid FROM expunged WHERE mailbox_id=?1 AND modseq>?2"
-                                  " ORDER BY uid", -1, &s, NULL) != SQLITE_OK) {
+    sqlite3_stmt *s = store_stmt(u, ST_VANISHED);
+    if (!s) {
         rc = store_dbfail(u, err, errlen, "vanished");
     } else {
         sqlite3_bind_int64(s, 1, mb.id);
@@ -491,7 +520,7 @@ int store_vanished(store_user *u, const char *mailbox, uint64_t since, uint32_t 
             }
             (*uids)[(*count)++] = (uint32_t)sqlite3_column_int64(s, 0);
         }
-        sqlite3_finalize(s);
+        sqlite3_reset(s);
         if (r != SQLITE_DONE) {
             rc = store_dbfail(u, err, errlen, "vanished");
             free(*uids);
@@ -499,7 +528,7 @@ int store_vanished(store_user *u, const char *mailbox, uint64_t since, uint32_t 
             *count = 0;
         }
     }
-    store_rollback(u);
+    if (own) store_read_end(u);
     store_mbox_free(&mb);
     return rc;
 }

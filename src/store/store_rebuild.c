@@ -2,7 +2,8 @@
  *
  * The files hold everything the index does except MODSEQs and the expunge
  * history: uid, guid and flags in the name, internaldate in mtime, size in
- * st_size, names/UIDVALIDITY/reservations in meta, keyword names in keywords.
+ * st_size, names/UIDVALIDITY/reservations in meta, keyword names in keywords,
+ * ACL entries in acl (store_acl.c; rows of deleted mailboxes do not return).
  * UIDs restart at max(highest file uid + 1, meta uidlimit), which is above
  * every uid ever handed out, so UIDVALIDITY stays.  Every message gets
  * MODSEQ = meta modseqlimit, above every modseq ever handed out, so CONDSTORE
@@ -191,6 +192,9 @@ static int rebuild_box(store_user *u, struct rbox *rb, char *err, size_t errlen)
     uint32_t kwmask = nkw >= 32 ? UINT32_MAX : (uint32_t)((1ull << nkw) - 1);
     int rc = 0;
     if (insert_box(u, mb) != 0) rc = store_dbfail(u, err, errlen, "rebuild mailbox");
+    if (rc == 0 && store_acl_restore(u, mb->id) != 0)
+        rc = store_fail(err, errlen, STORE_EIO, "cannot restore the ACL of mailbox %lld",
+                        (long long)mb->id);
     for (size_t i = 0; i < nkw && rc == 0; i++) {
         sqlite3_stmt *s = store_stmt(u, ST_KW_ADD);
         if (!s) { rc = store_dbfail(u, err, errlen, "rebuild keywords"); break; }
@@ -281,7 +285,8 @@ int store_rebuild_handle(store_user *u, char *err, size_t errlen)
     int rc = store_begin(u, err, errlen);
     if (rc) goto out;
     if (store_exec(u, "DELETE FROM msg; DELETE FROM keyword; DELETE FROM expunged;"
-                      " DELETE FROM mailbox; DELETE FROM subscription;") != 0) {
+                      " DELETE FROM mailbox; DELETE FROM subscription;") != 0 ||
+        store_acl_reset(u) != 0) {
         rc = store_dbfail(u, err, errlen, "rebuild");
         goto out;
     }

@@ -33,6 +33,9 @@ static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS expunged(mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL,"
     " modseq INTEGER NOT NULL, PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS subscription(name TEXT PRIMARY KEY) WITHOUT ROWID;"
+    /* RFC 4314 ACL rows (store_acl.c; older indexes get it on first use) */
+    "CREATE TABLE IF NOT EXISTS acl(mailbox_id INTEGER NOT NULL, ident TEXT NOT NULL,"
+    " rights TEXT NOT NULL, PRIMARY KEY(mailbox_id, ident)) WITHOUT ROWID;"
     "PRAGMA user_version=1;";
 
 static int user_version(store_user *u)
@@ -221,6 +224,13 @@ store_user *store_user_handle(const char *root, const char *address, bool create
         goto fail;
     }
     sqlite3_busy_timeout(u->db, STORE_BUSY_MS);
+    /* The last connection to close would checkpoint and delete the WAL:
+     * work for nothing when a handle leaves the cache, and a new stamp
+     * (store_user_stamp) that sends every idle session of the user back to
+     * the store.  The WAL keeps only committed, fsync'd transactions;
+     * SQLite replays it on the next open, and autocheckpoints at commit
+     * keep it small.  store_rebuild() removes it with index.db. */
+    sqlite3_db_config(u->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
     /* WAL + FULL: a commit returns only after the WAL is fsync'd, and readers
      * (IMAP sessions) never block the delivering writer. */
     if (set_wal(u) != 0 || store_exec(u, "PRAGMA synchronous=FULL") != 0) {
@@ -252,11 +262,15 @@ fail:
 }
 
 /* Idle handles, most recently closed last.  SMTP opens a handle per
- * delivery; reusing an idle one skips the SQLite open, the schema parse,
- * the statement preparation and the WAL re-creation that the last
- * connection's close would force.  Not fork-safe: call store_cache_clear()
- * before fork(). */
-#define CACHE_MAX 32
+ * delivery and IMAP sessions one per command (store_user_borrow()); reusing
+ * an idle one skips the SQLite open, the schema parse, the statement
+ * preparation and the WAL re-creation that the last connection's close
+ * would force.  Handles in use are at most one per worker thread, so the
+ * cache bounds the store's descriptors (4 per handle) and SQLite memory
+ * whatever the number of sessions: 64 covers the users active at once
+ * with room for a burst.  Not fork-safe: call store_cache_clear() before
+ * fork(). */
+#define CACHE_MAX 64
 static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
 static store_user *cache[CACHE_MAX];
 static size_t ncache;
@@ -297,10 +311,12 @@ void store_cache_clear(void)
     for (size_t i = 0; i < n; i++) destroy(v[i]);
 }
 
-store_user *store_user_open(const char *root, const char *address, bool create, char *err,
-                            size_t errlen)
+/* A valid idle handle of the user from the cache, or NULL. */
+static store_user *cached(const char *root, const char *address, char *err, size_t errlen,
+                          bool *bad_address)
 {
     char *dn = store_user_dirname(address);
+    *bad_address = !dn;
     if (!dn) {
         store_fail(err, errlen, STORE_EINVAL, "invalid address");
         return NULL;
@@ -310,20 +326,46 @@ store_user *store_user_open(const char *root, const char *address, bool create, 
     free(dn);
     store_user *u = cache_take(p.data);
     sbuf_free(&p);
-    if (u) {
-        if (still_valid(u)) {
-            store_recover(u, false);
-            return u;
-        }
+    if (u && !still_valid(u)) {
         destroy(u);
+        u = NULL;
+    }
+    return u;
+}
+
+store_user *store_user_open(const char *root, const char *address, bool create, char *err,
+                            size_t errlen)
+{
+    bool bad;
+    store_user *u = cached(root, address, err, errlen, &bad);
+    if (bad) return NULL;
+    if (u) {
+        store_recover(u, false);
+        return u;
     }
     return store_user_handle(root, address, create, false, err, errlen);
+}
+
+/* A borrowed handle serves one job (one IMAP command): it reads from one
+ * snapshot (store_read_begin: a deferred BEGIN, nothing locked before the
+ * first read) until its first write or its return, so a command's several
+ * reads (the change listing, the expunged list, a message row and file per
+ * FETCHed message) share one transaction. */
+store_user *store_user_borrow(const char *root, const char *address, char *err, size_t errlen)
+{
+    bool bad;
+    store_user *u = cached(root, address, err, errlen, &bad);
+    if (bad) return NULL;
+    if (!u) u = store_user_handle(root, address, false, false, err, errlen);
+    if (u) (void)store_read_begin(u);
+    return u;
 }
 
 void store_user_close(store_user *u)
 {
     if (!u) return;
     store_rollback(u);
+    store_read_end(u);
     if (u->cacheable) {
         store_user *evict = NULL;
         pthread_mutex_lock(&cache_mu);
@@ -344,10 +386,37 @@ static void destroy(store_user *u)
 {
     if (!u) return;
     store_rollback(u);
+    store_read_end(u);
     for (int i = 0; i < ST__COUNT; i++) sqlite3_finalize(u->st[i]);
     if (u->db) sqlite3_close_v2(u->db);
     if (u->lockfd >= 0) close(u->lockfd);
     if (u->dirfd >= 0) close(u->dirfd);
     free(u->path);
     free(u);
+}
+
+int store_user_stamp(const char *root, const char *address, store_stamp *out)
+{
+    memset(out, 0, sizeof *out);
+    char *dn = store_user_dirname(address);
+    if (!dn) return -1;
+    sbuf p = SBUF_INIT;
+    sbuf_printf(&p, "%s/%s/index.db", root, dn);
+    free(dn);
+    struct stat db, wal;
+    int rc = stat(p.data, &db);
+    sbuf_puts(&p, "-wal");
+    /* No WAL (all checkpointed, last handle closed) is a state too. */
+    if (rc == 0 && stat(p.data, &wal) != 0) memset(&wal, 0, sizeof wal);
+    sbuf_free(&p);
+    if (rc != 0) return -1;
+    out->v[0] = (uint64_t)db.st_ino;
+    out->v[1] = (uint64_t)db.st_size;
+    out->v[2] = (uint64_t)db.st_mtim.tv_sec;
+    out->v[3] = (uint64_t)db.st_mtim.tv_nsec;
+    out->v[4] = (uint64_t)wal.st_ino;
+    out->v[5] = (uint64_t)wal.st_size;
+    out->v[6] = (uint64_t)wal.st_mtim.tv_sec;
+    out->v[7] = (uint64_t)wal.st_mtim.tv_nsec;
+    return 0;
 }

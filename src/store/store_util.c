@@ -45,6 +45,11 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_EXPUNGED_ADD] = "INSERT OR REPLACE INTO expunged(mailbox_id,uid,modseq) VALUES(?1,?2,?3)",
     [ST_KW_LIST] = "SELECT idx,name FROM keyword WHERE mailbox_id=?1 ORDER BY idx",
     [ST_KW_ADD] = "INSERT INTO keyword(mailbox_id,idx,name) VALUES(?1,?2,?3)",
+    [ST_MSG_LIST] = "SELECT uid,guid,flags,keywords,internaldate,size,modseq FROM msg"
+                    " WHERE mailbox_id=?1 AND modseq>?2 ORDER BY uid",
+    [ST_VANISHED] = "SELECT uid FROM expunged WHERE mailbox_id=?1 AND modseq>?2 ORDER BY uid",
+    [ST_KV_GET] = "SELECT value FROM kv WHERE key=?1",
+    [ST_KV_SET] = "INSERT OR REPLACE INTO kv(key,value) VALUES(?1,?2)",
 };
 
 sqlite3_stmt *store_stmt(store_user *u, enum stmt_id id)
@@ -66,14 +71,49 @@ sqlite3_stmt *store_stmt(store_user *u, enum stmt_id id)
 
 int store_exec(store_user *u, const char *sql)
 {
+    /* A plain BEGIN asks for a read snapshot: inside the borrowed handle's
+     * one (store_read_begin) it already has it, and SQLite does not nest. */
+    if (u->in_read && strcmp(sql, "BEGIN") == 0) return 0;
     return sqlite3_exec(u->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+}
+
+/* Deferred: no lock and no file access until the first read. */
+int store_read_begin(store_user *u)
+{
+    if (u->in_tx || u->in_read) return 0;
+    if (store_exec(u, "BEGIN") != 0) return -1;
+    u->in_read = true;
+    return 0;
+}
+
+void store_read_end(store_user *u)
+{
+    /* COMMIT, not ROLLBACK: should a write ever run outside store_begin()
+     * inside the snapshot, it is kept as autocommit would have kept it. */
+    if (u->in_read) {
+        if (store_exec(u, "COMMIT") != 0) (void)store_exec(u, "ROLLBACK");
+        u->in_tx = false;       /* a read that store_exec() folded into it */
+    }
+    u->in_read = false;
+    free(u->snap_box);
+    u->snap_box = NULL;
+}
+
+bool store_read_own(store_user *u, int *rc)
+{
+    *rc = 0;
+    if (u->in_tx || u->in_read) return false;
+    *rc = store_read_begin(u);
+    return *rc == 0;
 }
 
 /* IMMEDIATE takes the write lock up front, so two writers never both read
  * uidnext and then fight over the upgrade; the busy timeout makes waiting
- * for another thread or process transparent. */
+ * for another thread or process transparent.  A read snapshot ends first:
+ * a write works on the newest state, and so do the reads after it. */
 int store_begin(store_user *u, char *err, size_t errlen)
 {
+    store_read_end(u);
     if (store_exec(u, "BEGIN IMMEDIATE") != 0) return store_dbfail(u, err, errlen, "begin");
     u->in_tx = true;
     return 0;
@@ -81,6 +121,11 @@ int store_begin(store_user *u, char *err, size_t errlen)
 
 int store_commit(store_user *u, char *err, size_t errlen)
 {
+    if (u->in_read) {
+        /* A read inside the snapshot (store_exec): the snapshot goes on. */
+        u->in_tx = false;
+        return 0;
+    }
     if (store_exec(u, "COMMIT") != 0) {
         int rc = store_dbfail(u, err, errlen, "commit");
         store_rollback(u);
@@ -92,7 +137,7 @@ int store_commit(store_user *u, char *err, size_t errlen)
 
 void store_rollback(store_user *u)
 {
-    if (u->in_tx) (void)store_exec(u, "ROLLBACK");
+    if (u->in_tx && !u->in_read) (void)store_exec(u, "ROLLBACK");
     u->in_tx = false;
 }
 
@@ -118,20 +163,20 @@ const char *store_canon_name(const char *name)
 uint32_t store_new_uidvalidity(store_user *u)
 {
     int64_t last = 0;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(u->db, "SELECT value FROM kv WHERE key='uidvalidity'", -1, &s, NULL)
-        == SQLITE_OK) {
+    sqlite3_stmt *s = store_stmt(u, ST_KV_GET);
+    if (s) {
+        sqlite3_bind_text(s, 1, "uidvalidity", -1, SQLITE_STATIC);
         if (sqlite3_step(s) == SQLITE_ROW) last = sqlite3_column_int64(s, 0);
-        sqlite3_finalize(s);
+        sqlite3_reset(s);
     }
     int64_t v = (int64_t)time(NULL);
     if (v <= last) v = last + 1;
     if (v <= 0 || v > (int64_t)UINT32_MAX) v = 1;
-    if (sqlite3_prepare_v2(u->db, "INSERT OR REPLACE INTO kv(key,value) VALUES('uidvalidity',?1)",
-                           -1, &s, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(s, 1, v);
+    if ((s = store_stmt(u, ST_KV_SET)) != NULL) {
+        sqlite3_bind_text(s, 1, "uidvalidity", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, v);
         sqlite3_step(s);
-        sqlite3_finalize(s);
+        sqlite3_reset(s);
     }
     return (uint32_t)v;
 }

@@ -276,6 +276,13 @@ class Instance:
                 continue
             raise AssertionError("pochtad did not start (exit %s):\n%s" % (proc.returncode, self.stderr()))
 
+    def wait_log(self, needle, timeout=30):
+        """Wait until the current daemon's log contains needle; return the log."""
+        deadline = time.monotonic() + timeout
+        while needle not in self.stderr() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self.stderr()
+
     def stderr(self, index=-1):
         if not self.logs:
             return ""
@@ -350,6 +357,8 @@ class Instance:
         for dirpath, _dirs, files in os.walk(root):
             for fn in files:
                 p = Path(dirpath) / fn
+                if not p.is_file():     # sockets such as run/sendmail.sock
+                    continue
                 if skip_sqlite and (fn.endswith(("-wal", "-shm", "-journal")) or is_sqlite(p)):
                     continue
                 try:
@@ -443,6 +452,19 @@ def close_instance(inst):
     finally:
         if inst in _live:
             _live.remove(inst)
+
+
+def close_all(*things):
+    """Close instances (close_instance) and helper servers (.close()) in
+    order, all of them even when one fails; the first failure is raised."""
+    first = None
+    for t in things:
+        try:
+            close_instance(t) if isinstance(t, Instance) else t.close()
+        except Exception as e:  # noqa: BLE001 - re-raised below
+            first = first or e
+    if first:
+        raise first
 
 
 def live_instances():

@@ -2,7 +2,9 @@
 over raw sockets against the real daemon."""
 
 import base64
+import os
 import re
+import time
 
 import pytest
 
@@ -239,3 +241,211 @@ def test_rfc3516_append_literal8_with_nul(inst):
     assert len(body) == len(m) and b"\x00" not in body
     assert count(r, box) == 1
     r.close()
+
+
+# --- big APPEND messages go to disk, not memory ---------------------------------------------
+# A message literal of APPEND over 64 KiB is written to an unnamed spool file
+# under data/tmp/ as it arrives (O_TMPFILE: it vanishes with its descriptor),
+# so a session's memory does not grow with the messages it uploads.  Every
+# other literal is bounded by imap_max_command_size.
+
+
+def big_message(tag, size):
+    """A message of exactly `size` bytes, different for each tag, no NUL."""
+    head = b"From: a@example.test\r\nSubject: big " + tag.encode() + b"\r\n\r\n"
+    line = (tag.encode() * 20)[:70] + b"\r\n"
+    body = bytearray()
+    n = 0
+    while len(head) + len(body) < size:
+        body += b"%08d " % n + line
+        n += 1
+    return head + bytes(body[:size - len(head)])
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for l in f:
+            if l.startswith("VmRSS:"):
+                return int(l.split()[1])
+    return 0
+
+
+def spool_files(inst):
+    """{(fd, inode): size} of the files pochtad has open under data/tmp/
+    (the unnamed spool files show as "data/tmp/#ino (deleted)")."""
+    pid = inst.proc.pid
+    tmp = str(inst.data_dir / "tmp") + "/"
+    out = {}
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            if target.startswith(tmp):
+                st = os.stat("/proc/%d/fd/%s" % (pid, fd))
+                out[(fd, st.st_ino)] = st.st_size
+        except OSError:
+            pass
+    return out
+
+
+def wait_spooled(inst, at_least, old, timeout=30):
+    """The spool file (key of spool_files), not one of old, that reaches
+    at_least bytes."""
+    end = time.time() + timeout
+    while time.time() < end:
+        for k, size in spool_files(inst).items():
+            if size >= at_least and k not in old:
+                return k
+        time.sleep(0.05)
+    raise AssertionError("no spool file of %d bytes under tmp/: %r" % (at_least, spool_files(inst)))
+
+
+def sanitized(inst):
+    """An ASan build keeps freed memory in its quarantine: RSS says nothing."""
+    return "libasan" in open("/proc/%d/maps" % inst.proc.pid).read()
+
+
+def fetch_bodies(r, tag, seqs):
+    """FETCH seqs BODY.PEEK[]: {seq: bytes}, reading the literals in bulk."""
+    r.send(b"%s FETCH %s BODY.PEEK[]\r\n" % (tag.encode(), seqs.encode()))
+    got = {}
+    while True:
+        l = r.line()
+        assert l, "connection closed during FETCH"
+        if l.startswith(tag.encode() + b" "):
+            assert l.startswith(tag.encode() + b" OK"), l
+            return got
+        m = re.match(rb"\* (\d+) FETCH .*BODY\[\] \{(\d+)\}$", l)
+        assert m, l
+        n = int(m.group(2))
+        data = bytearray(r.buf[:n])
+        r.buf = r.buf[n:]
+        while len(data) < n:
+            d = r.sock.recv(min(1 << 20, n - len(data)))
+            assert d, "connection closed in a literal"
+            data += d
+        got[int(m.group(1))] = bytes(data)
+        assert r.line() == b")"
+
+
+def test_big_append_streamed_to_disk_and_read_back(inst):
+    """20 MiB APPEND, once as a non-synchronizing literal (LITERAL+, after
+    login) and once as a synchronizing one: the data goes to a spool file
+    under tmp/ while it arrives (pochtad's memory does not grow with it) and
+    FETCH BODY[] gives back the same bytes."""
+    r = session(inst)
+    box = create(r)
+    size = 20 << 20
+    m1, m2 = big_message("nonsync", size), big_message("sync", size)
+    pid = inst.proc.pid
+    before, old = rss_kib(pid), spool_files(inst)
+    r.send(b'a1 APPEND "%s" (\\Flagged) {%d+}\r\n' % (box.encode(), size) + m1[:size - (1 << 20)])
+    # most of it is in: on disk, not in memory
+    spool = wait_spooled(inst, size - (2 << 20), old)
+    grown = rss_kib(pid) - before
+    if not sanitized(inst):
+        assert grown < 16 * 1024, "pochtad grew %d KiB while receiving a 20 MiB APPEND" % grown
+    r.send(m1[size - (1 << 20):] + b"\r\n")
+    _, t = r.until("a1")
+    assert re.match(rb"a1 OK \[APPENDUID \d+ \d+\]", t), t
+    r.send(b'a2 APPEND "%s" {%d}\r\n' % (box.encode(), size))
+    assert r.line().startswith(b"+ ")
+    r.send(m2 + b"\r\n")
+    _, t = r.until("a2")
+    assert t.startswith(b"a2 OK"), t
+    assert spool not in spool_files(inst), "spool file still open after the APPEND"
+    _, t = r.cmd("s", 'SELECT "%s"' % box)
+    assert t.startswith(b"s OK"), t
+    got = fetch_bodies(r, "f", "1:2")
+    assert got[1] == m1, "message 1 differs (%d bytes back)" % len(got[1])
+    assert got[2] == m2, "message 2 differs (%d bytes back)" % len(got[2])
+    lines, t = r.cmd("g", "FETCH 1:2 (FLAGS RFC822.SIZE)")
+    assert b"\\Flagged" in lines[0] and b"RFC822.SIZE %d" % size in lines[0], lines
+    r.close()
+
+
+def test_rfc3502_multiappend_of_large_messages(inst):
+    """MULTIAPPEND of three large messages (a synchronizing literal between
+    two non-synchronizing ones, one literal8): all three are stored with
+    their flags, in order, and read back whole."""
+    r = session(inst)
+    box = create(r)
+    sizes = (3 << 20, 200 * 1024, 5 << 20)
+    ms = [big_message("multi%d" % i, n) for i, n in enumerate(sizes)]
+    r.send(b'm1 APPEND "%s" (\\Seen) {%d+}\r\n' % (box.encode(), sizes[0]) + ms[0]
+           + b" (\\Draft) {%d}\r\n" % sizes[1])
+    assert r.line().startswith(b"+ ")
+    r.send(ms[1] + b' "14-Jul-2020 10:00:00 +0200" ~{%d+}\r\n' % sizes[2] + ms[2] + b"\r\n")
+    _, t = r.until("m1")
+    m = re.match(rb"m1 OK \[APPENDUID \d+ (\d+):(\d+)\]", t)
+    assert m and int(m.group(2)) - int(m.group(1)) == 2, t
+    assert count(r, box) == 3
+    r.cmd("s", 'SELECT "%s"' % box)
+    got = fetch_bodies(r, "f", "1:3")
+    for i in range(3):
+        assert got[i + 1] == ms[i], "message %d differs" % (i + 1)
+    lines, _ = r.cmd("g", "FETCH 1:3 (FLAGS INTERNALDATE)")
+    assert b"\\Seen" in lines[0] and b"\\Draft" in lines[1] and b"14-Jul-2020" in lines[2], lines
+    r.close()
+
+
+def test_disconnect_mid_literal_leaves_nothing(inst):
+    """A client that goes away in the middle of a big APPEND: the spool file
+    (unnamed) is gone with the session, nothing is left in tmp/ (the data
+    directory's or the user's), and no message was stored."""
+    r = session(inst)
+    box = create(r)
+    user_dir = inst.mail_dir / "example.test" / "alice"
+    tmp_before = set(os.listdir(inst.data_dir / "tmp"))
+    utmp_before = set(os.listdir(user_dir / "tmp"))
+    size = 10 << 20
+    m = big_message("gone", size)
+    old = spool_files(inst)
+    r.send(b'd1 APPEND "%s" {%d+}\r\n' % (box.encode(), size) + m[:4 << 20])
+    spool = wait_spooled(inst, 4 << 20, old)    # it was being written to disk
+    r.close()
+    end = time.time() + 10
+    while spool in spool_files(inst) and time.time() < end:
+        time.sleep(0.05)
+    assert spool not in spool_files(inst), "spool file still open after the disconnect"
+    assert set(os.listdir(inst.data_dir / "tmp")) == tmp_before
+    assert set(os.listdir(user_dir / "tmp")) == utmp_before
+    r = session(inst)
+    assert count(r, box) == 0
+    r.close()
+    inst.assert_alive()
+
+
+def test_literal_over_max_command_size_refused_in_step(make_imap_instance):
+    """imap_max_command_size bounds what one command holds in memory: a
+    literal that would exceed it in any command but APPEND is refused with
+    [TOOBIG] -- a synchronizing one before its "+" (the client sends no
+    data), a non-synchronizing one once its data has been read and dropped
+    -- and the session stays in step.  SEARCH with several literals under
+    the bound works, and APPEND messages are not bound by it."""
+    inst = make_imap_instance({"imap_max_command_size": "64k"})
+    r = session(inst)
+    box = create(r)
+    _, t = r.cmd("s", 'SELECT "%s"' % box)
+    r.send(b"t1 SEARCH TEXT {100000}\r\n")
+    l = r.line()
+    assert l.startswith(b"t1 NO [TOOBIG]"), l
+    lines, t = r.cmd("t2", "NOOP")
+    assert t.startswith(b"t2 OK") and lines == [], (lines, t)
+    # the dropped data looks like commands: none of them may run
+    junk = (b"x LOGOUT\r\n" * 10001)[:100000]
+    r.send(b"t3 SEARCH TEXT {100000+}\r\n" + junk + b" TEXT {10+}\r\nx LOGOUT\r\n\r\n")
+    lines, t = r.until("t3")
+    assert t.startswith(b"t3 BAD [TOOBIG]") and lines == [], (lines, t)
+    lines, t = r.cmd("t4", "NOOP")
+    assert t.startswith(b"t4 OK") and lines == [], (lines, t)
+    # several literals that fit together
+    r.send(b"t5 SEARCH TEXT {20000+}\r\n" + b"a" * 20000 + b" TEXT {20000+}\r\n" + b"b" * 20000
+           + b" OR TEXT {3+}\r\nabc TEXT {3+}\r\nxyz\r\n")
+    _, t = r.until("t5")
+    assert t.startswith(b"t5 OK"), t
+    # APPEND is not bound by it
+    m = big_message("nobound", 300 * 1024)
+    _, t = r.cmd("t6", b'APPEND "%s" {%d+}\r\n' % (box.encode(), len(m)) + m)
+    assert t.startswith(b"t6 OK"), t
+    r.close()
+    inst.assert_alive()

@@ -5,23 +5,10 @@ sessions that do not enable it."""
 
 import re
 
-import pytest
 
 from pochtatest import unique
-from test_imap import SHARED_CONF, Raw, close_instance, start_imap_instance
-
-
-@pytest.fixture(scope="module")
-def inst():
-    i = start_imap_instance(SHARED_CONF)
-    yield i
-    close_instance(i)
-
-
-def ok(r, tag, text):
-    lines, t = r.cmd(tag, text)
-    assert t.startswith(tag.encode() + b" OK"), (text, t, lines)
-    return lines
+from test_imap import Raw
+from test_imap import inst, ok  # noqa: F401 (inst: one daemon per module)
 
 
 def session(inst, rev2=True):

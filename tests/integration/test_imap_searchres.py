@@ -2,17 +2,10 @@
 
 import re
 
-import pytest
 
 from pochtatest import unique
-from test_imap import SHARED_CONF, Raw, close_instance, start_imap_instance
-
-
-@pytest.fixture(scope="module")
-def inst():
-    i = start_imap_instance(SHARED_CONF)
-    yield i
-    close_instance(i)
+from test_imap import Raw
+from test_imap import inst, ok  # noqa: F401 (inst: one daemon per module)
 
 
 def setup_box(n=6):
@@ -30,12 +23,6 @@ def setup_box(n=6):
         assert t.startswith(b"s OK")
         return r, box
     return make
-
-
-def ok(r, tag, text):
-    lines, t = r.cmd(tag, text)
-    assert t.startswith(tag.encode() + b" OK"), (text, t, lines)
-    return lines
 
 
 def seqs_of_fetch(lines):

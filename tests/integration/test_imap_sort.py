@@ -6,14 +6,8 @@ time zones and subject merging."""
 import pytest
 
 from pochtatest import unique
-from test_imap import SHARED_CONF, Raw, close_instance, start_imap_instance
-
-
-@pytest.fixture(scope="module")
-def inst():
-    i = start_imap_instance(SHARED_CONF)
-    yield i
-    close_instance(i)
+from test_imap import Raw
+from test_imap import inst  # noqa: F401 (inst: one daemon per module)
 
 
 # (from, subject, Date header or None, Message-ID, references header, body size, internaldate)

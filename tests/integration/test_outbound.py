@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from pochtatest import (ALICE, USERS, close_instance, new_instance, split_trace, tls_client_context,
+from pochtatest import (ALICE, USERS, close_all, new_instance, split_trace, tls_client_context,
                         unique, make_message, check_received, strip_comments)
 
 REMOTE = "remote.test"
@@ -140,13 +140,7 @@ def _world(retry_min="1s", retry_max="2s", extra=None):
     try:
         yield a, b, dns
     finally:
-        try:
-            close_instance(a)
-        finally:
-            try:
-                close_instance(b)
-            finally:
-                dns.close()
+        close_all(a, b, dns)
 
 
 def submit(inst, rcpts, msg, sender=ALICE, rcpt_options=(), mail_options=()):

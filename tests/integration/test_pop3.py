@@ -241,6 +241,7 @@ def test_rfc2595_stls_twice_refused(inst):
         assert p.cmd("QUIT").startswith(b"+OK")
 
 
+@pytest.mark.security
 def test_rfc2595_stls_discards_pipelined_commands(inst):
     """Bytes sent after STLS in the same packet must not be executed after
     the handshake (command injection, CVE-2011-0411 class)."""
@@ -254,6 +255,7 @@ def test_rfc2595_stls_discards_pipelined_commands(inst):
         p.err("PASS " + PASSWORD)       # the injected USER was dropped
 
 
+@pytest.mark.security
 def test_plaintext_login_refused_without_tls(inst):
     p_port, _ = pop3_ports(inst)
     user = new_user(inst)
@@ -673,6 +675,7 @@ def test_plaintext_auth_loopback(make_pop3_instance):
         assert curl("-u", "%s:%s" % (user, PASSWORD), "pop3://127.0.0.1:%d/1" % p_port) == stored
 
 
+@pytest.mark.security
 def test_rfc1939_3_autologout_closes_without_update(make_pop3_instance):
     i = make_pop3_instance({"pop3_timeout": "2s"})
     user = new_user(i)
@@ -687,6 +690,7 @@ def test_rfc1939_3_autologout_closes_without_update(make_pop3_instance):
         assert q.ok("STAT").startswith(b"+OK 1 ")
 
 
+@pytest.mark.security
 def test_failed_logins_limited(make_pop3_instance):
     i = make_pop3_instance({"auth_max_failures": 2, "auth_failure_delay": "0"})
     user = new_user(i)

@@ -5,20 +5,13 @@ a user's mailboxes (sum of stored message sizes); IMAP shows it in KiB."""
 
 import re
 
-import pytest
 
-from pochtatest import ALICE, Peer, check_code, close_instance, deliver_raw, make_message, unique
-from test_imap import SHARED_CONF, Raw, start_imap_instance
+from pochtatest import ALICE, Peer, check_code, deliver_raw, make_message, unique
+from test_imap import Raw
+from test_imap import inst  # noqa: F401 (inst: one daemon per module)
 
 SENDER = "sender@remote.test"
 PW = "quota-Secret-9"
-
-
-@pytest.fixture(scope="module")
-def inst():
-    i = start_imap_instance(SHARED_CONF)
-    yield i
-    close_instance(i)
 
 
 def new_user(inst, quota=None):

@@ -19,6 +19,7 @@ EXTERNAL = "someone@elsewhere.test"
 
 # --- relaying (RFC 5321 3.6.2, RFC 6409 4.3) ---------------------------------
 
+@pytest.mark.security
 def test_rfc5321_3_6_2_no_open_relay_port25(instance):
     with Peer(instance.smtp_port) as p:
         p.ehlo()
@@ -37,6 +38,7 @@ def test_rfc5321_3_6_2_no_open_relay_port25(instance):
             assert r.code >= 500, "%s: %r" % (addr, r)
 
 
+@pytest.mark.security
 def test_rfc5321_3_6_2_auth_on_port25_not_possible(instance):
     creds = base64.b64encode(("\0%s\0%s" % (ALICE, USERS[ALICE])).encode()).decode()
     with Peer(instance.smtp_port) as p:
@@ -49,6 +51,7 @@ def test_rfc5321_3_6_2_auth_on_port25_not_possible(instance):
         p.expect("RCPT TO:<%s>" % EXTERNAL, 554, "5.7.1")
 
 
+@pytest.mark.security
 def test_rfc6409_submission_requires_auth(instance):
     with Peer(instance.submission_port) as p:
         p.ehlo()
@@ -61,6 +64,7 @@ def test_rfc6409_submission_requires_auth(instance):
         assert r.code in (503, 530), r
 
 
+@pytest.mark.security
 def test_rfc8314_submissions_requires_auth(instance):
     with Peer(instance.submissions_port, tls=True) as p:
         p.ehlo()
@@ -72,6 +76,7 @@ def test_rfc8314_submissions_requires_auth(instance):
             check_code(r, 530, "5.7.0", "MAIL without AUTH on 465")
 
 
+@pytest.mark.security
 def test_rfc3207_4_auth_before_tls_on_submission(instance):
     creds = base64.b64encode(("\0%s\0%s" % (ALICE, USERS[ALICE])).encode()).decode()
     with Peer(instance.submission_port) as p:
@@ -123,6 +128,7 @@ def test_rfc4954_wrong_password_login(auth_instance):
         check_code(p.auth_login(ALICE, USERS[BOB]), 535, "5.7.8", "AUTH LOGIN wrong password")
 
 
+@pytest.mark.security
 def test_rfc4954_failure_limit(auth_instance):
     for _ in range(3):
         with Peer(auth_instance.submissions_port, tls=True) as p:
@@ -302,6 +308,7 @@ def test_rfc5321_4_5_3_1_6_overlong_text_line(instance):
     instance.assert_not_stored(marker)
 
 
+@pytest.mark.security
 def test_rfc5321_nul_in_data(instance):
     marker = unique()
     msg = make_message(marker, body="before\r\nnul \0 here\r\nafter\r\n")
@@ -315,6 +322,7 @@ def test_rfc5321_nul_in_data(instance):
     instance.assert_not_stored(marker)
 
 
+@pytest.mark.security
 def test_nul_in_command(instance):
     with Peer(instance.smtp_port) as p:
         p.ehlo()
@@ -349,6 +357,7 @@ SMUGGLE_ENDINGS = {
 }
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("name", list(SMUGGLE_ENDINGS))
 def test_smtp_smuggling(instance, name):
     """Only CRLF.CRLF ends DATA: a bogus end-of-data sequence must not let
@@ -389,6 +398,7 @@ def test_smtp_smuggling(instance, name):
 
 # --- STARTTLS injection (CVE-2011-0411) ------------------------------------------
 
+@pytest.mark.security
 @pytest.mark.parametrize("which", ["smtp", "submission"])
 def test_rfc3207_starttls_command_injection(instance, which):
     port = instance.smtp_port if which == "smtp" else instance.submission_port

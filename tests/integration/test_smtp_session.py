@@ -361,6 +361,7 @@ def test_too_many_errors_421(make_instance):
         assert p.read_until_closed() == b""
 
 
+@pytest.mark.security
 def test_rfc5321_4_5_3_2_idle_timeout(make_instance):
     inst = make_instance(extra_conf={"smtp_timeout": "2s"})
     with Peer(inst.smtp_port) as p:
@@ -377,6 +378,7 @@ def test_rfc5321_4_5_3_2_idle_timeout(make_instance):
             p.expect("NOOP", 250)
 
 
+@pytest.mark.security
 def test_rfc5321_4_5_3_2_data_timeout(make_instance):
     inst = make_instance(extra_conf={"smtp_data_timeout": "2s", "smtp_timeout": "30s"})
     marker = unique()

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "unit_tmpdir.h"
 #include "auth/accounts.h"
 #include "auth/failures.h"
 #include "core/log.h"
@@ -26,8 +27,7 @@ struct fixture {
 static int setup(void **state)
 {
     struct fixture *f = xcalloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/pochta-test-auth-XXXXXX");
-    if (!mkdtemp(f->dir)) return -1;
+    if (unit_tmpdir_make(f->dir, sizeof f->dir, "auth") < 0) return -1;
     snprintf(f->path, sizeof f->path, "%s/accounts.db", f->dir);
     char err[256];
     f->a = accounts_open(f->path, true, err, sizeof err);
@@ -40,9 +40,7 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     accounts_close(f->a);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    if (system(cmd) != 0) return -1;
+    if (unit_tmpdir_remove(f->dir) < 0) return -1;
     free(f);
     return 0;
 }

@@ -1104,7 +1104,9 @@ static void test_scan_skips_literal_data(void **state)
     assert_true(m != MAP_FAILED);
     char hdr[64];
     size_t datalen = (size_t)pg * (pages - 2);
-    int hl = snprintf(hdr, sizeof hdr, "a APPEND x {%zu}\r\n", datalen);
+    /* not an APPEND message (those are diverted), so kept in the buffer */
+    lim.command_max = 64u * 1024 * 1024;
+    int hl = snprintf(hdr, sizeof hdr, "a LOGIN x {%zu}\r\n", datalen);
     char *start = m + pg - hl;
     memcpy(start, hdr, (size_t)hl);
     memcpy(m + pg + datalen, "\r\n", 2);
@@ -1145,12 +1147,12 @@ static void test_scan_limits(void **state)
     const char *fits = "a APPEND x {100}\r\n";
     assert_int_equal(imap_cmd_scan(fits, strlen(fits), &lim, &s), IMAP_SCAN_LITERAL);
 
-    /* command_max counts literal data of every literal */
+    /* command_max counts literal data of every literal kept in memory */
     imap_limits_default(&lim);
     lim.command_max = 200;
     imap_scan_init(&s);
     sbuf b = SBUF_INIT;
-    sbuf_puts(&b, "a APPEND x {60}\r\n");
+    sbuf_puts(&b, "a SEARCH TEXT {60}\r\n");
     for (int i = 0; i < 60; i++) sbuf_putc(&b, 'x');
     sbuf_puts(&b, " {60}\r\n");
     for (int i = 0; i < 60; i++) sbuf_putc(&b, 'x');
@@ -1159,7 +1161,7 @@ static void test_scan_limits(void **state)
     assert_int_equal(imap_cmd_scan(b.data, b.len, &lim, &s), IMAP_SCAN_LITERAL);
     assert_int_equal(imap_cmd_scan(b.data, b.len, &lim, &s), IMAP_SCAN_LITERAL);
     assert_int_equal(imap_cmd_scan(b.data, b.len, &lim, &s), IMAP_SCAN_ERROR);
-    assert_int_equal(s.error, IMAP_SCAN_ERR_LITERAL);
+    assert_int_equal(s.error, IMAP_SCAN_ERR_COMMAND);
     assert_int_equal(s.end, mark + 7);
 
     /* literals_max */
@@ -1189,6 +1191,280 @@ static void test_scan_limits(void **state)
     assert_int_equal(s.error, IMAP_SCAN_ERR_LINE);
     assert_non_null(s.error_text);
     sbuf_free(&b);
+}
+
+/* ---- diverted literals: APPEND messages do not stay in memory ---- */
+
+/* What a session does with the scanner: the stream arrives `step` bytes at
+ * a time into a command buffer; the data of a diverted literal is taken
+ * out of it (here only counted and checked for NUL, as if written to a
+ * spool file) so the buffer holds text and in-memory literals only.  With
+ * `discard`, IMAP_SCAN_ERR_COMMAND of a non-synchronizing literal is
+ * answered with imap_scan_discard(), as the session does. */
+struct divert_trace {
+    int r[32];
+    uint64_t size[32];
+    bool append[32], divert[32];
+    size_t n;
+    int last;
+    enum imap_scan_error error;
+    sbuf cmd;                     /* the command as the parser gets it */
+    size_t end;                   /* its length, after IMAP_SCAN_DONE */
+    struct imap_extlit ext[32];
+    size_t next;
+    uint64_t spooled;             /* bytes taken out of the stream */
+};
+
+static void divert_take(struct divert_trace *t, struct imap_scan *s, uint64_t *skip, const char *p,
+                        size_t n, bool drop)
+{
+    if (!drop && !s->lit_binary && t->next && memchr(p, 0, n)) t->ext[t->next - 1].nul = true;
+    t->spooled += n;
+    *skip -= n;
+}
+
+static void scan_divert(const char *in, size_t len, size_t step, bool discard, struct divert_trace *t)
+{
+    struct imap_scan s;
+    imap_scan_init(&s);
+    sbuf_free(&t->cmd);
+    memset(t, 0, sizeof *t);
+    sbuf_init(&t->cmd);
+    size_t pos = 0;
+    uint64_t skip = 0;
+    bool drop = false;
+    for (;;) {
+        int r = imap_cmd_scan(t->cmd.data ? t->cmd.data : "", t->cmd.len, &lim, &s);
+        t->last = r;
+        if (r == IMAP_SCAN_MORE) {
+            if (pos == len) return;
+            size_t chunk = len - pos < step ? len - pos : step;
+            size_t take = skip < chunk ? (size_t)skip : chunk;
+            divert_take(t, &s, &skip, in + pos, take, drop);
+            sbuf_append(&t->cmd, in + pos + take, chunk - take);
+            pos += chunk;
+            continue;
+        }
+        if (r == IMAP_SCAN_ERROR && discard && s.error == IMAP_SCAN_ERR_COMMAND && s.lit_kind != IMAP_LIT_SYNC) {
+            imap_scan_discard(&s);
+            drop = true;
+            r = IMAP_SCAN_LITERAL;
+        }
+        if (t->n < 32) {
+            t->r[t->n] = r;
+            t->size[t->n] = s.lit_size;
+            t->append[t->n] = s.lit_append;
+            t->divert[t->n] = s.lit_divert;
+            t->n++;
+        }
+        if (r != IMAP_SCAN_LITERAL) {
+            t->error = s.error;
+            t->end = s.end;
+            return;
+        }
+        if (!s.lit_divert) continue;
+        if (!drop && t->next < 32)
+            t->ext[t->next++] = (struct imap_extlit){ .offset = s.lit_offset, .size = s.lit_size,
+                                                      .where = t->spooled };
+        skip = s.lit_size;
+        size_t have = t->cmd.len - s.lit_offset;
+        size_t take = skip < have ? (size_t)skip : have;
+        divert_take(t, &s, &skip, t->cmd.data + s.lit_offset, take, drop);
+        memmove(t->cmd.data + s.lit_offset, t->cmd.data + s.lit_offset + take, have - take);
+        t->cmd.len -= take;
+    }
+}
+
+/* Whole or in any pieces: the same events, command text and spool. */
+static void divert_same(const char *in, size_t len, bool discard, struct divert_trace *whole)
+{
+    struct divert_trace part = { 0 };
+    scan_divert(in, len, len, discard, whole);
+    for (size_t step = 1; step <= 7; step++) {
+        scan_divert(in, len, step, discard, &part);
+        assert_int_equal(part.n, whole->n);
+        assert_int_equal(part.last, whole->last);
+        assert_memory_equal(part.r, whole->r, sizeof part.r);
+        assert_memory_equal(part.size, whole->size, sizeof part.size);
+        assert_memory_equal(part.append, whole->append, sizeof part.append);
+        assert_memory_equal(part.divert, whole->divert, sizeof part.divert);
+        assert_int_equal(part.end, whole->end);
+        if (part.end) assert_memory_equal(part.cmd.data, whole->cmd.data, part.end);
+        assert_int_equal(part.next, whole->next);
+        assert_memory_equal(part.ext, whole->ext, part.next * sizeof part.ext[0]);
+        assert_int_equal(part.spooled, whole->spooled);
+    }
+    sbuf_free(&part.cmd);
+}
+
+static void stream_literal(sbuf *b, const char *announce, size_t n, char fill)
+{
+    sbuf_puts(b, announce);
+    for (size_t i = 0; i < n; i++) sbuf_putc(b, fill);
+}
+
+/* RFC 3502 3 / RFC 9051 6.3.12: every literal of APPEND after the mailbox
+ * name is a message; big ones are diverted, the rest of the command stays
+ * in the buffer and parses with the diverted data named by its entry. */
+static void test_3502_scan_diverts_append_messages(void **state)
+{
+    lim.spool_min = 1000;
+    sbuf b = SBUF_INIT;
+    stream_literal(&b, "a APPEND INBOX (\\Seen) {5000+}\r\n", 5000, 'm');
+    stream_literal(&b, " {5}\r\n", 5, 'h');
+    stream_literal(&b, " \"01-Jan-2020 00:00:00 +0000\" ~{3000}\r\n", 3000, 'b');
+    sbuf_puts(&b, "\r\n");
+    struct divert_trace t = { 0 };
+    divert_same(b.data, b.len, false, &t);
+    assert_int_equal(t.n, 4);
+    assert_int_equal(t.last, IMAP_SCAN_DONE);
+    assert_true(t.append[0] && t.divert[0]);
+    assert_true(t.append[1] && !t.divert[1]);     /* small: in memory */
+    assert_true(t.append[2] && t.divert[2]);
+    assert_int_equal(t.next, 2);
+    assert_int_equal(t.spooled, 8000);
+    const char *want = "a APPEND INBOX (\\Seen) {5000+}\r\n {5}\r\nhhhhh \"01-Jan-2020 00:00:00 +0000\" ~{3000}\r\n\r\n";
+    assert_int_equal(t.end, strlen(want));
+    assert_memory_equal(t.cmd.data, want, t.end);
+    assert_int_equal(t.ext[0].offset, strlen("a APPEND INBOX (\\Seen) {5000+}\r\n"));
+    assert_int_equal(t.ext[1].where, 5000);
+
+    assert_int_equal(imap_parse_command_ext(t.cmd.data, t.cmd.len, t.ext, t.next, &lim, 0, &arena, &cmd, &err), 0);
+    assert_int_equal(cmd.name, IMAP_CMD_APPEND);
+    assert_int_equal(cmd.nmsgs, 3);
+    assert_ptr_equal(cmd.msgs[0].ext, &t.ext[0]);
+    assert_null(cmd.msgs[0].data.data);
+    assert_int_equal(cmd.msgs[0].data.len, 5000);
+    assert_true(cmd.msgs[0].has_flags);
+    assert_null(cmd.msgs[1].ext);
+    assert_str(cmd.msgs[1].data, "hhhhh");
+    assert_ptr_equal(cmd.msgs[2].ext, &t.ext[1]);
+    assert_true(cmd.msgs[2].binary && cmd.msgs[2].has_date);
+    assert_int_equal(cmd.msgs[2].data.len, 3000);
+    /* without the entries the same text is an incomplete literal */
+    assert_int_equal(imap_parse_command(t.cmd.data, t.cmd.len, &lim, 0, &arena, &cmd, &err), -1);
+
+    /* a mailbox name sent as a literal is not a message; RFC 6855 UTF8 (~{N}) is */
+    sbuf_reset(&b);
+    stream_literal(&b, "a append {5}\r\n", 5, 'I');
+    stream_literal(&b, " UTF8 (~{2000+}\r\n", 2000, 'u');
+    sbuf_puts(&b, ")\r\n");
+    divert_same(b.data, b.len, false, &t);
+    assert_int_equal(t.n, 3);
+    assert_true(!t.append[0] && !t.divert[0]);
+    assert_true(t.append[1] && t.divert[1]);
+    assert_int_equal(imap_parse_command_ext(t.cmd.data, t.cmd.len, t.ext, t.next, &lim, 0, &arena, &cmd, &err), 0);
+    assert_string_equal(cmd.mailbox, "IIIII");
+    assert_true(cmd.msgs[0].utf8);
+    assert_int_equal(cmd.msgs[0].data.len, 2000);
+
+    /* other commands' literals are never diverted, however big */
+    sbuf_reset(&b);
+    stream_literal(&b, "a SEARCH TEXT {5000}\r\n", 5000, 's');
+    sbuf_puts(&b, "\r\n");
+    divert_same(b.data, b.len, false, &t);
+    assert_true(!t.append[0] && !t.divert[0]);
+    assert_int_equal(t.last, IMAP_SCAN_DONE);
+    assert_int_equal(t.end, b.len);
+    sbuf_free(&b);
+    sbuf_free(&t.cmd);
+}
+
+/* The in-memory budget: small messages that would overflow it are
+ * diverted too (MULTIAPPEND is bounded by disk, not memory); any other
+ * literal that would overflow it is an error, after which a session can
+ * drop the rest of the command and stay in step. */
+static void test_scan_command_max_and_discard(void **state)
+{
+    lim.command_max = 200;
+    sbuf b = SBUF_INIT;
+    stream_literal(&b, "a APPEND x {60+}\r\n", 60, 'a');
+    stream_literal(&b, " {60+}\r\n", 60, 'b');
+    stream_literal(&b, " {60+}\r\n", 60, 'c');
+    stream_literal(&b, " {60+}\r\n", 60, 'd');
+    sbuf_puts(&b, "\r\n");
+    struct divert_trace t = { 0 };
+    divert_same(b.data, b.len, false, &t);
+    assert_int_equal(t.last, IMAP_SCAN_DONE);
+    assert_int_equal(t.n, 5);
+    assert_false(t.divert[0]);
+    assert_false(t.divert[1]);
+    assert_true(t.divert[2]);                     /* 18+60+8+60+8 + 60 > 200 */
+    assert_true(t.divert[3]);
+    assert_true(t.cmd.len <= lim.command_max);
+    assert_int_equal(imap_parse_command_ext(t.cmd.data, t.cmd.len, t.ext, t.next, &lim, 0, &arena, &cmd, &err), 0);
+    assert_int_equal(cmd.nmsgs, 4);
+    assert_int_equal(cmd.msgs[1].data.data[0], 'b');
+    assert_ptr_equal(cmd.msgs[3].ext, &t.ext[1]);
+    assert_int_equal(t.ext[1].where, 60);
+
+    /* SEARCH: the third literal does not fit; discarded, the scan goes on
+     * to the real end of the command, and a later literal is dropped too
+     * (its data, which looks like a command, is never taken as text) */
+    sbuf_reset(&b);
+    stream_literal(&b, "a SEARCH TEXT {60+}\r\n", 60, 'a');
+    stream_literal(&b, " TEXT {60+}\r\n", 60, 'b');
+    stream_literal(&b, " TEXT {100+}\r\n", 100, 'c');
+    stream_literal(&b, " TEXT {10+}\r\n", 0, 0);
+    sbuf_puts(&b, "b LOGOUT\r\n\r\n");
+    size_t end = b.len;
+    sbuf_puts(&b, "c NOOP\r\n");
+    divert_same(b.data, b.len, true, &t);
+    assert_int_equal(t.last, IMAP_SCAN_DONE);
+    assert_int_equal(t.n, 5);
+    assert_false(t.divert[1]);
+    assert_true(t.divert[2] && t.divert[3]);
+    assert_int_equal(t.next, 0);                  /* nothing kept */
+    assert_int_equal(t.spooled, 110);
+    assert_int_equal(t.end, end - 110);
+    /* without discarding it is an error at the third literal */
+    divert_same(b.data, b.len, false, &t);
+    assert_int_equal(t.last, IMAP_SCAN_ERROR);
+    assert_int_equal(t.error, IMAP_SCAN_ERR_COMMAND);
+    assert_int_equal(t.size[t.n - 1], 100);
+
+    /* literal_max still holds for dropped literals */
+    sbuf_reset(&b);
+    lim.literal_max = 1000;
+    stream_literal(&b, "a SEARCH TEXT {300+}\r\n", 300, 'a');
+    sbuf_puts(&b, " TEXT {1001+}\r\n");
+    divert_same(b.data, b.len, true, &t);
+    assert_int_equal(t.last, IMAP_SCAN_ERROR);
+    assert_int_equal(t.error, IMAP_SCAN_ERR_LITERAL);
+    sbuf_free(&b);
+    sbuf_free(&t.cmd);
+}
+
+/* The parser takes diverted data only where APPEND has a message, and
+ * applies the literal rules to it. */
+static void test_parse_diverted_literals(void **state)
+{
+    const char *c = "a APPEND {5}\r\n (\\Seen) {5}\r\nhello\r\n";
+    struct imap_extlit x = { .offset = strlen("a APPEND {5}\r\n"), .size = 5 };
+    /* the mailbox position: refused */
+    assert_int_equal(imap_parse_command_ext(c, strlen(c), &x, 1, &lim, 0, &arena, &cmd, &err), -1);
+    assert_string_equal(err.text, "Literal not allowed here");
+    const char *m = "a APPEND box {7}\r\n\r\n";
+    x.offset = strlen("a APPEND box {7}\r\n");
+    x.size = 7;
+    assert_int_equal(imap_parse_command_ext(m, strlen(m), &x, 1, &lim, 0, &arena, &cmd, &err), 0);
+    assert_int_equal(cmd.msgs[0].data.len, 7);
+    /* a size that disagrees with the announcement */
+    x.size = 8;
+    assert_int_equal(imap_parse_command_ext(m, strlen(m), &x, 1, &lim, 0, &arena, &cmd, &err), -1);
+    /* NUL only in literal8 (RFC 3516 4.2) */
+    x.size = 7;
+    x.nul = true;
+    assert_int_equal(imap_parse_command_ext(m, strlen(m), &x, 1, &lim, 0, &arena, &cmd, &err), -1);
+    assert_string_equal(err.text, "NUL in literal (use literal8)");
+    const char *m8 = "a APPEND box ~{7}\r\n\r\n";
+    x.offset = strlen("a APPEND box ~{7}\r\n");
+    assert_int_equal(imap_parse_command_ext(m8, strlen(m8), &x, 1, &lim, 0, &arena, &cmd, &err), 0);
+    assert_true(cmd.msgs[0].binary);
+    /* literal_max applies as to data in the buffer */
+    lim.literal_max = 6;
+    assert_int_equal(imap_parse_command_ext(m8, strlen(m8), &x, 1, &lim, 0, &arena, &cmd, &err), -1);
+    assert_string_equal(err.code, "TOOBIG");
 }
 
 /* ---- parser limits: errors, not crashes ---- */
@@ -1312,6 +1588,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_scan_incremental_equals_whole, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scan_skips_literal_data, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scan_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_3502_scan_diverts_append_messages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scan_command_max_and_discard, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parse_diverted_literals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parse_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_arena, setup, teardown),
     };

@@ -215,6 +215,37 @@ static void test_content_loaded_lazily_once(void **state)
     assert_int_equal(match_msg("OR SEEN SUBJECT x", &m), 1);
 }
 
+static int header_loads;
+
+/* The header block of MSG, as imap_load_header() gives it. */
+static int load_header(void *ctx, const char **data, size_t *len)
+{
+    header_loads++;
+    const char *end = strstr(ctx, "\r\n\r\n");
+    *data = ctx;
+    *len = end ? (size_t)(end + 4 - (const char *)ctx) : strlen(ctx);
+    return 0;
+}
+
+/* Header keys read the header block alone; a body key reads the whole
+ * message, and the answers are those of a whole-message load. */
+static void test_header_keys_read_only_the_header(void **state)
+{
+    struct imap_search_msg m = base_msg();
+    m.load_header = load_header;
+    loads = header_loads = 0;
+    assert_int_equal(match_msg("FROM andre SUBJECT tests HEADER X-Colour orange", &m), 1);
+    assert_int_equal(header_loads, 1);
+    assert_int_equal(loads, 0);
+    assert_int_equal(match_msg("SUBJECT nothing-like-it", &m), 0);
+    assert_int_equal(match_msg("FROM andre BODY lait", &m), 1);
+    assert_int_equal(loads, 1);
+    assert_int_equal(match_msg("BODY X-Colour", &m), 0);
+    assert_int_equal(match_msg("TEXT X-Colour", &m), 1);
+    m.load_header = load_fail;
+    assert_int_equal(match_msg("SUBJECT tests", &m), -1);
+}
+
 static void test_needs_content(void **state)
 {
     sbuf line = SBUF_INIT;
@@ -375,6 +406,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rfc9051_6_4_4_body_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rfc9051_6_4_4_not_or_nesting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_content_loaded_lazily_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_header_keys_read_only_the_header, setup, teardown),
         cmocka_unit_test_setup_teardown(test_needs_content, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rfc5322_header_date, setup, teardown),
         cmocka_unit_test(test_rfc5256_2_1_base_subject),

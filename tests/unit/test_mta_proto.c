@@ -107,6 +107,28 @@ static void rfc5321_4_1_1_1_ehlo_keywords(void **state)
     mta_reply_free(&r);
 }
 
+static void rfc3030_rfc4954_chunking_and_auth_keywords(void **state)
+{
+    struct mta_reply r;
+    mta_reply_init(&r);
+    feed(&r, "250-relay.test CHUNKING AUTH PLAIN");
+    feed(&r, "250-CHUNKING");
+    feed(&r, "250-BINARYMIME");
+    feed(&r, "250 AUTH CRAM-MD5 login");
+    struct mta_caps c;
+    mta_caps_parse(&r, &c);
+    assert_true(c.chunking && c.binarymime && c.auth_login);
+    assert_false(c.auth_plain);
+    mta_reply_reset(&r);
+    feed(&r, "250-relay.test");
+    feed(&r, "250-AUTH=PLAIN");
+    feed(&r, "250 AUTHX LOGIN");
+    mta_caps_parse(&r, &c);
+    assert_true(c.auth_plain);
+    assert_false(c.auth_login || c.chunking || c.binarymime);
+    mta_reply_free(&r);
+}
+
 static void rfc5321_4_5_2_dot_stuffing(void **state)
 {
     static const char in[] = ".first\r\nmid.dle\r\n.\r\n..two\r\nlast";
@@ -152,6 +174,7 @@ int main(void)
         cmocka_unit_test(rfc3463_enhanced_must_match_class),
         cmocka_unit_test(reply_text_is_bounded),
         cmocka_unit_test(rfc5321_4_1_1_1_ehlo_keywords),
+        cmocka_unit_test(rfc3030_rfc4954_chunking_and_auth_keywords),
         cmocka_unit_test(rfc5321_4_5_2_dot_stuffing),
         cmocka_unit_test(rfc3461_4_xtext),
     };

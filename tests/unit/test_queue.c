@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "unit_tmpdir.h"
 #include "core/log.h"
 #include "core/sbuf.h"
 #include "core/util.h"
@@ -26,8 +27,7 @@ struct fixture {
 static int setup(void **state)
 {
     struct fixture *f = xcalloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/pochta-test-queue-XXXXXX");
-    if (!mkdtemp(f->dir)) return -1;
+    if (unit_tmpdir_make(f->dir, sizeof f->dir, "queue") < 0) return -1;
     snprintf(f->qdir, sizeof f->qdir, "%s/queue", f->dir);
     char err[256];
     if (queue_init(f->qdir, NULL, err, sizeof err) < 0) return -1;
@@ -38,9 +38,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    if (system(cmd) != 0) return -1;
+    if (unit_tmpdir_remove(f->dir) < 0) return -1;
     free(f);
     return 0;
 }

@@ -19,36 +19,24 @@
 #include <unistd.h>
 
 #include "store/store.h"
+#include "unit_tmpdir.h"
 
 #define ROOT "mail"
 #define USER "alice@example.org"
 #define UDIR ROOT "/example.org/alice"
 
-static char saved_cwd[4096];
-static char tmpdir[256];
-
 static int setup(void **state)
 {
     (void)state;
-    assert_non_null(getcwd(saved_cwd, sizeof saved_cwd));
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/pochta-store-XXXXXX");
-    assert_non_null(mkdtemp(tmpdir));
-    assert_int_equal(chdir(tmpdir), 0);
+    assert_int_equal(unit_tmpdir_enter("store"), 0);
     return 0;
-}
-
-static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-    (void)st; (void)flag; (void)f;
-    return remove(p);
 }
 
 static int teardown(void **state)
 {
     (void)state;
     store_cache_clear();
-    assert_int_equal(chdir(saved_cwd), 0);
-    nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    assert_int_equal(unit_tmpdir_leave(), 0);
     return 0;
 }
 
