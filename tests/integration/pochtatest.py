@@ -256,12 +256,25 @@ class Instance:
         self.submission_port = new + 587
         self.submissions_port = new + 465
 
+    def _wait_started(self, proc):
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if " started as uid " in self.stderr():
+                return True
+            if proc.poll() is not None:
+                return False
+            time.sleep(0.02)
+        return False
+
     def start(self):
         assert self.proc is None
         for attempt in range(5):
             proc = self.spawn()
-            ok = True
-            for port in (self.smtp_port, self.submission_port, self.submissions_port):
+            # A port answering is not enough: another program may hold it
+            # while our daemon failed to bind.  pochtad logs "started"
+            # only after every listener is bound.
+            ok = self._wait_started(proc)
+            for port in (self.smtp_port, self.submission_port, self.submissions_port) if ok else ():
                 if not wait_port(port, START_TIMEOUT, proc):
                     ok = False
                     break
