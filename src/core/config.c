@@ -117,7 +117,7 @@ static const struct keydef keys[] = {
       "outbound wait for the reply to the end of message data (RFC 5321 4.5.3.2.6: 10 minutes)" },
     { "outbound_max_sessions", K_UINT, F(outbound_max_sessions), "20",
       "outbound deliveries running at once" },
-    { "outbound_max_per_domain", K_UINT, F(outbound_max_per_domain), "4",
+    { "outbound_max_per_domain", K_UINT, F(outbound_max_per_domain), "20",
       "outbound deliveries running at once to one destination domain" },
     { "queue_retry_min", K_DURATION, F(queue_retry_min), "5m",
       "delay before the first retry of a deferred message; doubles with each attempt" },

@@ -535,6 +535,24 @@ static void noop_job(struct imap_session *s)
     imap_tagged(s, "OK", "%s completed", s->cmd.name == IMAP_CMD_CHECK ? "CHECK" : "NOOP");
 }
 
+/* NOOP and CHECK in a mailbox: when nothing was committed to the owner's
+ * index since the last job began reading it (the stamp, as the IDLE poll
+ * compares it), no change was signalled in this process and no expunge
+ * waits to be reported, imap_sync() would find nothing: answer here,
+ * without a worker job. */
+static void noop_selected(struct imap_session *s)
+{
+    store_stamp now;
+    if (s->have_stamp && !s->notified && s->sel->nexpunged == 0 &&
+        store_user_stamp("mail", s->sel_owner ? s->sel_owner : s->login, &now) == 0 &&
+        memcmp(&now, &s->stamp, sizeof now) == 0) {
+        imap_tagged(s, "OK", "%s completed", s->cmd.name == IMAP_CMD_CHECK ? "CHECK" : "NOOP");
+        return;
+    }
+    s->notified = false;        /* the job looks at everything */
+    imap_run_job(s, noop_job);
+}
+
 /* ---- change notification and IDLE (RFC 2177) --------------------------- */
 
 /* A command of this session may have changed mailboxes of its user: wake
@@ -783,7 +801,7 @@ static void dispatch(struct imap_session *s)
     case IMAP_CMD_LOGOUT: cmd_logout(s); return;
     case IMAP_CMD_ID: cmd_id(s); return;
     case IMAP_CMD_NOOP:
-        if (s->state == IS_SELECTED) imap_run_job(s, noop_job);
+        if (s->state == IS_SELECTED) noop_selected(s);
         else imap_tagged(s, "OK", "NOOP completed");
         return;
     default: break;
@@ -813,7 +831,7 @@ static void dispatch(struct imap_session *s)
         return;
     case IMAP_CMD_CHECK:
         if (s->state != IS_SELECTED) break;
-        imap_run_job(s, noop_job);
+        noop_selected(s);
         return;
     case IMAP_CMD_CLOSE: case IMAP_CMD_UNSELECT: case IMAP_CMD_EXPUNGE: case IMAP_CMD_SEARCH:
     case IMAP_CMD_FETCH: case IMAP_CMD_STORE: case IMAP_CMD_COPY: case IMAP_CMD_MOVE:

@@ -68,7 +68,12 @@ static sqlite3 *db_connect(const char *queue_dir, bool create, char *err, size_t
 {
     char *path = path_join(queue_dir, "queue.db");
     if (create) {
-        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        /* Create it 0600 ourselves.  O_EXCL: never open and close an
+         * existing queue.db here: closing any descriptor of a file drops
+         * every POSIX lock this process holds on it, the other threads'
+         * SQLite locks included, and another process could then take the
+         * WAL for unused and delete it. */
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd >= 0) close(fd);
     }
     sqlite3 *db = NULL;
@@ -127,9 +132,23 @@ static void cache_destroy(void *p)
     free(p);
 }
 
+/* Thread exits run cache_destroy(); exit() does not, for the thread that
+ * calls it.  Closing that handle too keeps the old behaviour of short
+ * commands (`pochta queue list`, `pochta init`, possibly as root): the
+ * last close checkpoints and removes queue.db-wal and -shm rather than
+ * leaving them behind with the command's owner. */
+static void cache_exit(void)
+{
+    struct db_cache *c = pthread_getspecific(cache_key);
+    if (!c) return;
+    pthread_setspecific(cache_key, NULL);
+    cache_destroy(c);
+}
+
 static void cache_key_init(void)
 {
     if (pthread_key_create(&cache_key, cache_destroy) != 0) abort();
+    atexit(cache_exit);
 }
 
 /* This thread's handle on queue_dir's index (borrowed: give it back with

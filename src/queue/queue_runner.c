@@ -129,6 +129,8 @@ struct queue_runner {
     unsigned njobs;
     struct domain_slot *slots;
     bool scanning;              /* a due scan runs on the worker */
+    char (*ended)[17];          /* jobs ended while it ran: its "due" may predate their record */
+    size_t nended, capended;
     bool rescan;                /* kicked meanwhile: scan again when it ends */
     bool stopping;
 };
@@ -356,6 +358,25 @@ static void record_work(void *arg)
 
 static void route_release(struct route *rt);
 
+/* A scan on the worker may have read the index before this job's record
+ * committed: remember the job so that scan does not start it again. */
+static void note_ended(queue_runner *r, const char *qid)
+{
+    if (!r->scanning) return;
+    if (r->nended == r->capended) {
+        r->capended = r->capended ? r->capended * 2 : 16;
+        r->ended = xrealloc(r->ended, r->capended * sizeof *r->ended);
+    }
+    snprintf(r->ended[r->nended++], 17, "%s", qid);
+}
+
+static bool ended_during_scan(const queue_runner *r, const char *qid)
+{
+    for (size_t i = 0; i < r->nended; i++)
+        if (!strcmp(r->ended[i], qid)) return true;
+    return false;
+}
+
 static void record_done(void *arg)
 {
     struct job *j = arg;
@@ -364,6 +385,7 @@ static void record_done(void *arg)
     else if (j->record_rc == 1) log_info("queue=%s removed: every recipient done", j->qid);
     /* The results are durable: the connections may carry the next message. */
     for (size_t i = 0; i < j->nroutes; i++) route_release(&j->routes[i]);
+    note_ended(r, j->qid);
     job_unlink(r, j);
     job_free(j);
     if (!r->stopping) queue_runner_kick(r);
@@ -918,6 +940,7 @@ static void load_done(void *arg)
     j->loading = false;
     if (r->stopping || !j->msg) {
         if (!j->msg) log_error("queue=%s cannot load for delivery: %s", j->qid, j->load_err);
+        note_ended(r, j->qid);
         job_unlink(r, j);
         job_free(j);
         if (!r->stopping) queue_runner_kick(r);
@@ -977,8 +1000,9 @@ static void scan_done(void *arg)
     r->scanning = false;
     if (sc->rc < 0) log_error("queue: cannot list due messages: %s", sc->err);
     for (size_t i = 0; i < sc->n && r->njobs < r->p.cfg->outbound_max_sessions && !r->stopping; i++)
-        if (!job_running(r, sc->qids[i]) && !domains_busy(r, sc->domains[i]))
+        if (!job_running(r, sc->qids[i]) && !ended_during_scan(r, sc->qids[i]) && !domains_busy(r, sc->domains[i]))
             start_job(r, sc->qids[i], sc->domains[i]);
+    r->nended = 0;
     for (size_t i = 0; i < sc->n; i++) free(sc->domains[i]);
     free(sc->domains);
     free(sc->qids);
@@ -1003,6 +1027,7 @@ static void on_tick(evutil_socket_t fd, short what, void *p)
     sc->r = r;
     sc->now = time(NULL);
     r->scanning = true;
+    r->nended = 0;
     workpool_submit(r->p.pool, scan_work, scan_done, sc);
 }
 
@@ -1016,15 +1041,6 @@ static void on_queued(void *ctx)
 void queue_runner_kick(queue_runner *r)
 {
     if (r && !r->stopping) event_active(r->kick, EV_TIMEOUT, 0);
-}
-
-int queue_runner_flush(queue_runner *r, const char *domain)
-{
-    char err[300];
-    int n = queue_schedule_now(r->p.queue_dir, NULL, domain, err, sizeof err);
-    if (n < 0) log_error("queue: flush failed: %s", err);
-    queue_runner_kick(r);
-    return n;
 }
 
 struct flush {
@@ -1246,6 +1262,7 @@ void queue_runner_free(queue_runner *r)
     event_free(r->tick);
     event_free(r->kick);
     runner_release(r);
+    free(r->ended);
     while (r->slots) {
         struct domain_slot *s = r->slots;
         r->slots = s->next;

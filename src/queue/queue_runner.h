@@ -83,15 +83,10 @@ queue_runner *queue_runner_new(const struct queue_runner_params *p, char *err, s
 /* Scan the queue now instead of at the next tick. */
 void queue_runner_kick(queue_runner *r);
 
-/* ETRN (RFC 1985) / `pochta queue flush`: make every message with a
- * pending recipient in domain (NULL: all) due now, then scan.  Returns the
- * number of messages made due, or -1.  Blocks on the index: the loop
- * should use queue_runner_flush_async(). */
-int queue_runner_flush(queue_runner *r, const char *domain);
-
-/* The same without blocking the loop: the index update runs on the
- * worker pool and done(n, ctx) (may be NULL) runs on the loop thread with
- * the count (or -1).  ctx must stay valid until then. */
+/* ETRN (RFC 1985): make every message with a pending recipient in domain
+ * (NULL: all) due now, then scan.  The index update runs on the worker
+ * pool; done(n, ctx) (may be NULL) runs on the loop thread with the number
+ * of messages made due, or -1.  ctx must stay valid until then. */
 void queue_runner_flush_async(queue_runner *r, const char *domain, void (*done)(int n, void *ctx), void *ctx);
 
 /* Daemon stopping: no new jobs; connections (parked ones too) and DNS

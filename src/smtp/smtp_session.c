@@ -609,6 +609,27 @@ static void cmd_help(struct smtp_session *s, const struct smtp_cmd *cmd)
     smtp_reply(s, 504, "5.5.1", "HELP topic unknown");
 }
 
+struct etrn_wait {
+    struct smtp_session *s;
+    char safe[300];             /* the node as the client gave it, safe to echo */
+};
+
+static void etrn_done(int n, void *ctx)
+{
+    struct etrn_wait *w = ctx;
+    struct smtp_session *s = w->s;
+    if (s->phase == PH_CLOSED) {
+        smtp_session_reap(s);
+    } else {
+        s->phase = PH_COMMAND;
+        if (n < 0) smtp_reply(s, 458, "4.3.0", "Unable to queue messages for node %s", w->safe);
+        else if (n == 0) smtp_reply(s, 251, "2.0.0", "OK, no messages waiting for node %s", w->safe);
+        else smtp_reply(s, 250, "2.0.0", "OK, queuing for node %s started", w->safe);
+        smtp_resume(s);
+    }
+    free(w);
+}
+
 static void cmd_etrn(struct smtp_session *s, const struct smtp_cmd *cmd)
 {
     if (!s->greeted) {
@@ -636,10 +657,15 @@ static void cmd_etrn(struct smtp_session *s, const struct smtp_cmd *cmd)
         smtp_reply(s, 458, "4.3.0", "Unable to queue messages for node %s", safe);
         return;
     }
-    int n = queue_runner_flush(runner, node);
-    if (n < 0) smtp_reply(s, 458, "4.3.0", "Unable to queue messages for node %s", safe);
-    else if (n == 0) smtp_reply(s, 251, "2.0.0", "OK, no messages waiting for node %s", safe);
-    else smtp_reply(s, 250, "2.0.0", "OK, queuing for node %s started", safe);
+    /* The index update runs on a worker; the session waits (PH_BUSY)
+     * like it does for a password check, so pipelined commands after ETRN
+     * are answered in order. */
+    struct etrn_wait *w = xmalloc(sizeof *w);
+    w->s = s;
+    snprintf(w->safe, sizeof w->safe, "%s", safe);
+    s->phase = PH_BUSY;
+    conn_pause(s->c);
+    queue_runner_flush_async(runner, node, etrn_done, w);
 }
 
 static void dispatch(struct smtp_session *s, const struct smtp_cmd *cmd)

@@ -200,6 +200,17 @@ def test_rfc1985_etrn_answered(instance):
         assert has_esc(r.lines[0]), r
 
 
+def test_rfc1985_etrn_pipelined_replies_stay_in_order(instance):
+    """ETRN's queue update runs off the event loop; commands pipelined
+    behind it must still be answered after it, in order (RFC 2920 3.1)."""
+    with Peer(instance.smtp_port) as p:
+        p.ehlo()
+        empty = unique("etrn") + ".test"      # nothing queued: 251, unlike NOOP's 250
+        p.send(b"ETRN %s\r\nNOOP\r\nETRN @%s\r\nRSET\r\n" % (empty.encode(), empty.encode()))
+        codes = [p.reply().code for _ in range(4)]
+        assert codes == [251, 250, 251, 250], codes
+
+
 def test_rfc5321_4_2_4_unknown_verb(instance):
     with Peer(instance.smtp_port) as p:
         p.ehlo()
