@@ -347,6 +347,8 @@ int main(int argc, char **argv)
         return 1;
     }
     log_set_level((enum log_level)cfg.log_level);
+    store_set_fsync(strcmp(cfg.mailbox_fsync, "always") == 0 ? STORE_FSYNC_ALWAYS
+                                                              : STORE_FSYNC_OPTIMIZED);
 
     SSL_CTX *tls = tls_server_ctx_new(cfg.tls_cert, cfg.tls_key, err, sizeof err);
     if (!tls) {

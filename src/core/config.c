@@ -58,6 +58,8 @@ static const struct keydef keys[] = {
       "concurrent connections from one client address" },
     { "worker_threads", K_UINT, F(worker_threads), "4",
       "threads doing disk writes, fsync and password hashing off the event loop" },
+    { "mailbox_fsync", K_STR, F(mailbox_fsync), "optimized",
+      "optimized: flag changes and expunges survive a crash of pochtad but not always a power loss (as Dovecot's mail_fsync=optimized); always: every change is fsync'd. Message content is always fsync'd" },
     { "max_message_size", K_SIZE, F(max_message_size), "25M",
       "largest message accepted (announced as SIZE)" },
     { "max_recipients", K_UINT, F(max_recipients), "100",
@@ -316,6 +318,10 @@ static int semantic_checks(const config *cfg, const char *name, char *err, size_
     if (strcmp(cfg->relay_tls, "require-verify") != 0 && strcmp(cfg->relay_tls, "require") != 0 &&
         strcmp(cfg->relay_tls, "opportunistic") != 0) {
         set_err(err, errlen, "%s: key 'relay_tls': one of require-verify, require, opportunistic", name);
+        return -1;
+    }
+    if (strcmp(cfg->mailbox_fsync, "optimized") != 0 && strcmp(cfg->mailbox_fsync, "always") != 0) {
+        set_err(err, errlen, "%s: key 'mailbox_fsync': one of optimized, always", name);
         return -1;
     }
     if (cfg->outbound_max_messages_per_connection < 1) {

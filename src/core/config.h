@@ -43,6 +43,7 @@ typedef struct config {
     unsigned max_connections;
     unsigned max_connections_per_ip;
     unsigned worker_threads;
+    char *mailbox_fsync;        /* "optimized" or "always" (store.h store_set_fsync()) */
 
     uint64_t max_message_size;
     unsigned max_recipients;

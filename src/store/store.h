@@ -30,10 +30,20 @@
  * contradict each other (duplicate uid, lost meta) does it change UIDVALIDITY.
  *
  * Durability: every call that returns success has made its result durable
- * (file fsync, directory fsync, SQLite WAL commit with synchronous=FULL).
- * A crash before success leaves staged files in tmp/ that the next
- * store_user_open() repairs: committed deliveries are moved into place,
- * uncommitted ones (never acknowledged) are removed.
+ * (file fsync, directory fsync, SQLite WAL commit with synchronous=FULL),
+ * except flag changes and expunges under STORE_FSYNC_OPTIMIZED (see
+ * store_set_fsync()).  A crash before success leaves staged files in tmp/
+ * that the next store_user_open() repairs: committed deliveries are moved
+ * into place, uncommitted ones (never acknowledged) are removed.
+ *
+ * Flags are in the index AND in the file names; the index is the truth.
+ * A flag change renames the files, then commits; a crash in between leaves
+ * names ahead of the index, and the next store_user_open() renames them
+ * back to what the index says (a marker in the lock file names the mailbox
+ * and the modseq of the last flag change begun: a commit that never
+ * happened shows as a mailbox whose highestmodseq is below it).  Readers
+ * find a file whatever letters its name carries.  Only store_rebuild(),
+ * with the index lost, takes flags from the names.
  *
  * Threads: a store_user handle belongs to one thread at a time; open one
  * handle per thread (or per call).  Any number of handles, in any number of
@@ -83,6 +93,23 @@
 #define STORE_MAX_KEYWORD    100    /* bytes of a keyword */
 
 typedef struct store_user store_user;
+
+/* How durable flag changes and expunges are, process-wide (config key
+ * mailbox_fsync); message content never changes: deliveries, APPEND and
+ * the destination of COPY/MOVE are always fsync'd before success.
+ *   STORE_FSYNC_ALWAYS     store_flags() and store_expunge() commit with
+ *                          synchronous=FULL and fsync the mailbox directory
+ *                          after their renames (the default until set).
+ *   STORE_FSYNC_OPTIMIZED  they commit with synchronous=NORMAL (the WAL is
+ *                          written but not fsync'd: atomic, and kept through
+ *                          a crash or kill of the process; a power loss may
+ *                          undo the last ones, and a message whose expunge
+ *                          is undone comes back) and skip the directory
+ *                          fsync.  The next FULL commit of the user (any
+ *                          delivery) makes them durable too.
+ * Set it before any store call; safe to read from any thread. */
+enum store_fsync { STORE_FSYNC_ALWAYS, STORE_FSYNC_OPTIMIZED };
+void store_set_fsync(enum store_fsync mode);
 
 /* Open a user's store under root (relative path, e.g. "mail"), creating it
  * (with INBOX, Sent, Drafts, Trash, Junk, Archive) when create is true.

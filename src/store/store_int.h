@@ -50,6 +50,7 @@ struct store_user {
     char *snap_box;
     int64_t snap_box_id;
     bool cacheable;         /* fully opened: may be kept idle for reuse */
+    bool sync_normal;       /* the connection is at synchronous=NORMAL */
     dev_t dir_dev, db_dev;  /* identity of the user dir and index.db, to */
     ino_t dir_ino, db_ino;  /* notice when a cached handle went stale */
 };
@@ -85,6 +86,11 @@ int store_dbfail(store_user *u, char *err, size_t errlen, const char *what);
 sqlite3_stmt *store_stmt(store_user *u, enum stmt_id id);
 int store_exec(store_user *u, const char *sql);
 int store_begin(store_user *u, char *err, size_t errlen);
+/* store_begin() for a flag change or an expunge: under
+ * STORE_FSYNC_OPTIMIZED its commit is synchronous=NORMAL (store.h). */
+int store_begin_light(store_user *u, char *err, size_t errlen);
+/* True when flag changes and expunges skip their fsyncs. */
+bool store_light(void);
 int store_commit(store_user *u, char *err, size_t errlen);
 void store_rollback(store_user *u);
 /* The borrowed handle's read snapshot (see in_read): start one / end it. */
@@ -133,6 +139,9 @@ int store_msg_locate(store_user *u, int64_t box, const struct msgrow *m, sbuf *p
 /* store_recover.c */
 /* locked: the caller already holds the lock file exclusively. */
 void store_recover(store_user *u, bool locked);
+/* Record, inside the write transaction and before the first rename, that
+ * a flag change of mailbox box at modseq is under way (see store.h). */
+void store_flag_mark(store_user *u, int64_t box, uint64_t modseq);
 int store_rmtree_at(int dirfd, const char *rel);
 
 /* store_user.c */

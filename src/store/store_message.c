@@ -69,14 +69,17 @@ int store_msg_locate(store_user *u, int64_t box, const struct msgrow *m, sbuf *p
     return rc;
 }
 
-/* rename() or link() a message file away from wherever it currently is. */
+/* rename() or link() a message file away from wherever it currently is.
+ * 0 done, 1 the file is nowhere (a row left without its file, e.g. by a
+ * power loss undoing an optimized expunge's commit but not its unlink),
+ * -1 an error. */
 static int move_msg_file(store_user *u, int64_t box, const struct msgrow *m, const char *dst,
                          bool link)
 {
     sbuf src = SBUF_INIT;
     int rc = -1;
     for (int attempt = 0; attempt < 4 && rc != 0; attempt++) {
-        if (store_msg_locate(u, box, m, &src) != 0) break;
+        if (store_msg_locate(u, box, m, &src) != 0) { rc = 1; break; }
         if (strcmp(src.data, dst) == 0) { rc = 0; break; }
         int r = link ? linkat(u->dirfd, src.data, u->dirfd, dst, 0)
                      : renameat(u->dirfd, src.data, u->dirfd, dst);
@@ -243,7 +246,7 @@ int store_flags(store_user *u, const char *mailbox, const uint32_t *uids, size_t
                 uint64_t *highestmodseq_out, char *err, size_t errlen)
 {
     flags &= STORE_FLAGS_ALL;
-    int rc = store_begin(u, err, errlen);
+    int rc = store_begin_light(u, err, errlen);
     if (rc) return rc;
     struct mbox mb;
     rc = store_mbox_get(u, mailbox, &mb, err, errlen);
@@ -272,10 +275,15 @@ int store_flags(store_user *u, const char *mailbox, const uint32_t *uids, size_t
             if (unchangedsince && m.modseq > unchangedsince) {
                 res.status = STORE_EEXIST;
             } else if (nf != m.flags || nk != m.keywords) {
-                if (!modseq && (rc = store_alloc_modseq(u, &mb, &modseq, err, errlen)) != 0) break;
+                if (!modseq) {
+                    if ((rc = store_alloc_modseq(u, &mb, &modseq, err, errlen)) != 0) break;
+                    store_flag_mark(u, mb.id, modseq);
+                }
                 sbuf_reset(&dst);
                 store_msg_relpath(&dst, mb.id, m.uid, m.guid, nf, nk);
-                if (move_msg_file(u, mb.id, &m, dst.data, false) != 0) {
+                /* A row without its file still takes the change: the
+                 * index is the truth for flags. */
+                if (move_msg_file(u, mb.id, &m, dst.data, false) < 0) {
                     rc = store_fail(err, errlen, STORE_EIO, "cannot rename message file");
                     break;
                 }
@@ -302,7 +310,7 @@ int store_flags(store_user *u, const char *mailbox, const uint32_t *uids, size_t
     }
     sbuf_free(&dst);
     if (rc == 0 && changed) {
-        if (fsync_box(u, mb.id) != 0)
+        if (!store_light() && fsync_box(u, mb.id) != 0)
             rc = store_fail(err, errlen, STORE_EIO, "fsync: %s", strerror(errno));
         else
             rc = store_mbox_save(u, &mb, err, errlen);
@@ -340,12 +348,17 @@ static int expunge_one(store_user *u, int64_t box, const struct msgrow *m, uint6
 {
     sbuf t = SBUF_INIT;
     sbuf_printf(&t, "tmp/x.%lld.%u.%s", (long long)box, m->uid, m->guid);
-    if (move_msg_file(u, box, m, t.data, false) != 0) {
+    int mv = move_msg_file(u, box, m, t.data, false);
+    if (mv < 0) {
         sbuf_free(&t);
         return store_fail(err, errlen, STORE_EIO, "cannot remove message file");
     }
-    *trash = xrealloc(*trash, (*ntrash + 1) * sizeof **trash);
-    (*trash)[(*ntrash)++] = sbuf_detach(&t);
+    /* A row without its file: removing the row is all that is left. */
+    if (mv == 0) {
+        *trash = xrealloc(*trash, (*ntrash + 1) * sizeof **trash);
+        (*trash)[(*ntrash)++] = sbuf_detach(&t);
+    }
+    sbuf_free(&t);
     if (add_expunged(u, box, m->uid, modseq) != 0) return store_dbfail(u, err, errlen, "expunge");
     return 0;
 }
@@ -361,7 +374,7 @@ int store_expunge(store_user *u, const char *mailbox, const uint32_t *uids, size
                   uint32_t *expunged, size_t *nexpunged, char *err, size_t errlen)
 {
     if (nexpunged) *nexpunged = 0;
-    int rc = store_begin(u, err, errlen);
+    int rc = store_begin_light(u, err, errlen);
     if (rc) return rc;
     struct mbox mb;
     rc = store_mbox_get(u, mailbox, &mb, err, errlen);
@@ -380,7 +393,7 @@ int store_expunge(store_user *u, const char *mailbox, const uint32_t *uids, size
         if (rc == 0) k++;
     }
     if (rc == 0 && k) {
-        if (fsync_box(u, mb.id) != 0)
+        if (!store_light() && fsync_box(u, mb.id) != 0)
             rc = store_fail(err, errlen, STORE_EIO, "fsync: %s", strerror(errno));
         else
             rc = store_mbox_save(u, &mb, err, errlen);

@@ -10,6 +10,17 @@
  *                              did not commit, put it back; else remove it.
  *   b.<box>.<uidvalidity>      a deleted mailbox directory, same rule.
  *
+ * Flag changes rename files in place, with no staging: the first 64 bytes
+ * of the lock file say "F <box> <modseq>" for the last flag change begun
+ * (written inside its write transaction, before its first rename).  When
+ * that mailbox's committed highestmodseq is below <modseq>, the change
+ * never committed (a kill, or a rollback after an error) and file names
+ * may be ahead of the index: the index is the truth, so the names are
+ * renamed back to it.  The marker is a page-cache write, not fsync'd: it
+ * covers a process crash, which keeps it; after a power loss names and
+ * index may still disagree, which readers tolerate (store_msg_locate()),
+ * and the next flag change of such a message renames it from wherever it is.
+ *
  * Deliveries stage without holding the SQLite write lock, so they hold the
  * user's lock file shared while a d.* file exists; recovery needs it
  * exclusively and simply skips when someone is mid-delivery (the next open
@@ -108,6 +119,94 @@ static void recover_expunge(store_user *u, const char *tmpname, const char *rest
     unlinkat(u->dirfd, tmpname, 0);
 }
 
+#define MARK_LEN 64
+
+void store_flag_mark(store_user *u, int64_t box, uint64_t modseq)
+{
+    char rec[MARK_LEN + 1];
+    int n = snprintf(rec, sizeof rec, "F %lld %" PRIu64, (long long)box, modseq);
+    memset(rec + n, ' ', (size_t)(MARK_LEN - 1 - n));
+    rec[MARK_LEN - 1] = '\n';
+    if (pwrite(u->lockfd, rec, MARK_LEN, 0) != MARK_LEN)
+        log_warn("store %s: flag change marker: %s", u->path, strerror(errno));
+}
+
+static void flag_mark_clear(store_user *u)
+{
+    char rec[MARK_LEN];
+    memset(rec, ' ', sizeof rec);
+    rec[MARK_LEN - 1] = '\n';
+    (void)!pwrite(u->lockfd, rec, MARK_LEN, 0);
+}
+
+/* The marker's mailbox when its flag change did not commit, else -1. */
+static int64_t flag_mark_pending(store_user *u)
+{
+    char rec[MARK_LEN + 1];
+    ssize_t n = pread(u->lockfd, rec, MARK_LEN, 0);
+    if (n < 4) return -1;
+    rec[n] = '\0';
+    long long box;
+    unsigned long long modseq;
+    if (sscanf(rec, "F %lld %llu", &box, &modseq) != 2) return -1;
+    struct mbox mb;
+    if (store_mbox_get_id(u, box, &mb) != 0) return -1;   /* mailbox gone */
+    bool pending = mb.highestmodseq < modseq;
+    store_mbox_free(&mb);
+    return pending ? box : -1;
+}
+
+/* Inside the write transaction: every file of the mailbox whose name
+ * disagrees with its row takes the row's name. */
+static void repair_flag_names(store_user *u, int64_t box)
+{
+    sbuf dir = SBUF_INIT, from = SBUF_INIT, to = SBUF_INIT;
+    sbuf_printf(&dir, "mbox/%lld", (long long)box);
+    int fd = openat(u->dirfd, dir.data, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d && fd >= 0) close(fd);
+    unsigned fixed = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        uint32_t uid, kw;
+        unsigned fl;
+        char guid[17];
+        if (store_parse_msgname(e->d_name, &uid, guid, &fl, &kw) != 0) continue;
+        struct msgrow m;
+        if (store_msg_get(u, box, uid, &m) != 0 || strcmp(m.guid, guid) != 0) continue;
+        sbuf_reset(&to);
+        store_msg_relpath(&to, box, uid, guid, m.flags, m.keywords);
+        sbuf_reset(&from);
+        sbuf_printf(&from, "%s/%s", dir.data, e->d_name);
+        if (strcmp(from.data, to.data) == 0) continue;
+        if (renameat(u->dirfd, from.data, u->dirfd, to.data) == 0) fixed++;
+        else log_warn("store %s: renaming %s: %s", u->path, from.data, strerror(errno));
+    }
+    if (d) closedir(d);
+    if (fixed) {
+        store_fsync_at(u->dirfd, dir.data);
+        log_info("store %s: %u message file names of mailbox %lld put back to the index's "
+                 "flags after an unfinished flag change", u->path, fixed, (long long)box);
+    }
+    sbuf_free(&dir);
+    sbuf_free(&from);
+    sbuf_free(&to);
+}
+
+static void recover_flags(store_user *u)
+{
+    if (flag_mark_pending(u) < 0) return;
+    /* Under the write lock, so no flag change is in progress: look again
+     * (the one seen may have committed while we waited). */
+    if (store_begin(u, NULL, 0) != 0) return;
+    int64_t box = flag_mark_pending(u);
+    if (box >= 0) {
+        repair_flag_names(u, box);
+        flag_mark_clear(u);
+    }
+    store_rollback(u);   /* the index is not changed; the lock was the point */
+}
+
 static void recover_mailbox(store_user *u, const char *tmpname, const char *rest)
 {
     long long box;
@@ -133,6 +232,7 @@ static void recover_mailbox(store_user *u, const char *tmpname, const char *rest
 
 void store_recover(store_user *u, bool locked)
 {
+    recover_flags(u);
     int fd = openat(u->dirfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return;
     DIR *d = fdopendir(fd);

@@ -1,6 +1,7 @@
 /* Errors, prepared statements, transactions and small helpers. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,16 +108,54 @@ bool store_read_own(store_user *u, int *rc)
     return *rc == 0;
 }
 
+/* Set once at start-up; atomic so that a test may switch it between calls
+ * while worker threads read it. */
+static _Atomic int fsync_mode = STORE_FSYNC_ALWAYS;
+
+void store_set_fsync(enum store_fsync mode)
+{
+    fsync_mode = (int)mode;
+}
+
+bool store_light(void)
+{
+    return fsync_mode == STORE_FSYNC_OPTIMIZED;
+}
+
+/* synchronous is a property of the connection, read by each commit: set it
+ * outside a transaction, and only when it changes (a handle alternates
+ * between flag changes and deliveries). */
+static int set_sync(store_user *u, bool normal, char *err, size_t errlen)
+{
+    if (u->sync_normal == normal) return 0;
+    if (store_exec(u, normal ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL") != 0)
+        return store_dbfail(u, err, errlen, "pragma synchronous");
+    u->sync_normal = normal;
+    return 0;
+}
+
+static int begin_sync(store_user *u, bool normal, char *err, size_t errlen)
+{
+    store_read_end(u);
+    int rc = set_sync(u, normal, err, errlen);
+    if (rc) return rc;
+    if (store_exec(u, "BEGIN IMMEDIATE") != 0) return store_dbfail(u, err, errlen, "begin");
+    u->in_tx = true;
+    return 0;
+}
+
+int store_begin_light(store_user *u, char *err, size_t errlen)
+{
+    return begin_sync(u, store_light(), err, errlen);
+}
+
 /* IMMEDIATE takes the write lock up front, so two writers never both read
  * uidnext and then fight over the upgrade; the busy timeout makes waiting
  * for another thread or process transparent.  A read snapshot ends first:
  * a write works on the newest state, and so do the reads after it. */
 int store_begin(store_user *u, char *err, size_t errlen)
 {
-    store_read_end(u);
-    if (store_exec(u, "BEGIN IMMEDIATE") != 0) return store_dbfail(u, err, errlen, "begin");
-    u->in_tx = true;
-    return 0;
+    return begin_sync(u, false, err, errlen);
 }
 
 int store_commit(store_user *u, char *err, size_t errlen)

@@ -956,6 +956,213 @@ static void test_rfc9051_6_4_7_copy_and_move(void **state)
     store_user_close(u);
 }
 
+/* ---- mailbox_fsync (store_set_fsync) ---- */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* One line per message file of a mailbox directory, guid left out (it is
+ * random): "uid:2,letters", sorted. */
+static void put_names(FILE *out, const char *box)
+{
+    char dir[512];
+    box_dir(box, dir, sizeof dir);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    char *names[64];
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *dot = strchr(e->d_name, '.'), *colon = strchr(e->d_name, ':');
+        if (e->d_name[0] < '1' || e->d_name[0] > '9' || !dot || !colon) continue;
+        assert_true(n < 64);
+        names[n] = calloc(1, strlen(e->d_name) + 1);
+        snprintf(names[n], strlen(e->d_name) + 1, "%.*s%s", (int)(dot - e->d_name), e->d_name,
+                 colon);
+        n++;
+    }
+    closedir(d);
+    qsort(names, n, sizeof names[0], cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        fprintf(out, " %s", names[i]);
+        free(names[i]);
+    }
+    fputc('\n', out);
+}
+
+/* Everything a client can see of the user's store after the script below,
+ * except what is random or the clock's (guids, UIDVALIDITY). */
+static char *fsync_script(enum store_fsync mode)
+{
+    store_set_fsync(mode);
+    store_user *u = open_user(USER);
+    char err[256];
+    uint32_t uid[6];
+    for (int i = 0; i < 6; i++) {
+        char text[64];
+        snprintf(text, sizeof text, "Subject: %d\r\n\r\nbody %d\r\n", i, i);
+        uid[i] = append_text(u, "INBOX", text, i == 5 ? STORE_ANSWERED : 0);
+    }
+    const char *junk[] = { "$Junk" };
+    store_flag_result r[3];
+    assert_int_equal(store_flags(u, "INBOX", uid, 3, STORE_FLAGS_ADD, STORE_SEEN, NULL, 0, 0, r,
+                                 NULL, err, sizeof err), 0);
+    uint32_t two_four[2] = { uid[1], uid[3] };
+    assert_int_equal(store_flags(u, "INBOX", two_four, 2, STORE_FLAGS_ADD, 0, junk, 1, 0, NULL,
+                                 NULL, err, sizeof err), 0);
+    assert_int_equal(store_flags(u, "INBOX", &uid[1], 1, STORE_FLAGS_REMOVE, STORE_SEEN, NULL, 0,
+                                 0, NULL, NULL, err, sizeof err), 0);
+    assert_int_equal(store_flags(u, "INBOX", &uid[4], 1, STORE_FLAGS_SET,
+                                 STORE_FLAGGED | STORE_DRAFT, NULL, 0, 0, NULL, NULL, err,
+                                 sizeof err), 0);
+    /* CONDSTORE: a stale UNCHANGEDSINCE changes nothing. */
+    assert_int_equal(store_flags(u, "INBOX", &uid[5], 1, STORE_FLAGS_ADD, STORE_DELETED, NULL, 0,
+                                 1, r, NULL, err, sizeof err), 0);
+    assert_int_equal(r[0].status, STORE_EEXIST);
+    uint32_t one_four[2] = { uid[0], uid[3] }, gone[2];
+    size_t ngone = 0;
+    assert_int_equal(store_expunge(u, "INBOX", one_four, 2, gone, &ngone, err, sizeof err), 0);
+    assert_int_equal(ngone, 2);
+    assert_int_equal(store_copy(u, "INBOX", &uid[2], 1, "Trash", false, NULL, NULL, err,
+                                sizeof err), 0);
+    assert_int_equal(store_copy(u, "INBOX", &uid[4], 1, "Archive", true, NULL, NULL, err,
+                                sizeof err), 0);
+    store_user_close(u);
+    /* A fresh handle, as after a restart: what is on disk, not in a cache. */
+    store_cache_clear();
+    u = open_user(USER);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    const char *boxes[] = { "INBOX", "Trash", "Archive" };
+    for (size_t b = 0; b < 3; b++) {
+        store_msglist l;
+        assert_int_equal(store_messages(u, boxes[b], 0, &l, err, sizeof err), 0);
+        fprintf(out, "%s uidnext %u highestmodseq %llu\n", boxes[b], l.uidnext,
+                (unsigned long long)l.highestmodseq);
+        for (size_t i = 0; i < l.count; i++) {
+            const store_msginfo *m = &l.msgs[i];
+            char *body = read_msg(u, boxes[b], m->uid);
+            assert_non_null(body);
+            fprintf(out, "  %u flags %u kw %u modseq %llu size %llu %s", m->uid, m->flags,
+                    m->keywords, (unsigned long long)m->modseq, (unsigned long long)m->size,
+                    body);
+            free(body);
+        }
+        uint32_t *v;
+        size_t nv;
+        bool complete;
+        assert_int_equal(store_vanished(u, boxes[b], 0, &v, &nv, &complete, err, sizeof err), 0);
+        fprintf(out, "  vanished");
+        for (size_t i = 0; i < nv; i++) fprintf(out, " %u", v[i]);
+        free(v);
+        fprintf(out, "\n  files");
+        put_names(out, boxes[b]);
+        store_msglist_free(&l);
+    }
+    fclose(out);
+    assert_int_equal(count_entries(UDIR "/tmp", ""), 0);
+    store_user_close(u);
+    store_cache_clear();
+    store_set_fsync(STORE_FSYNC_ALWAYS);
+    return text;
+}
+
+static void test_mailbox_fsync_modes_store_the_same(void **state)
+{
+    (void)state;
+    char *always = fsync_script(STORE_FSYNC_ALWAYS);
+    assert_int_equal(unit_tmpdir_leave(), 0);
+    assert_int_equal(unit_tmpdir_enter("store"), 0);
+    char *optimized = fsync_script(STORE_FSYNC_OPTIMIZED);
+    assert_string_equal(optimized, always);
+    /* And it is the expected result, file names included (flags letters
+     * follow the index): 2 lost \Seen and got $Junk (slot a), 3 kept
+     * \Seen, 6 kept \Answered; 1 and 4 expunged, 5 moved to Archive. */
+    assert_non_null(strstr(always, "  2 flags 0 kw 1 "));
+    assert_non_null(strstr(always, "  3 flags 1 kw 0 "));
+    assert_non_null(strstr(always, "  6 flags 2 kw 0 "));
+    assert_non_null(strstr(always, "vanished 1 4 5\n  files 2:2,a 3:2,S 6:2,R\n"));
+    assert_non_null(strstr(always, "Archive uidnext 2 "));
+    assert_non_null(strstr(always, "  1 flags 20 kw 0 "));
+    assert_non_null(strstr(always, "files 1:2,DF\n"));
+    free(always);
+    free(optimized);
+}
+
+/* kill -9 between a flag change's renames and its commit: the names are
+ * ahead of the index, and the lock file's marker names the change. */
+static void test_crash_unfinished_flag_change_renamed_back(void **state)
+{
+    (void)state;
+    store_user *u = open_user(USER);
+    uint32_t uid = append_text(u, "INBOX", "flags\r\n", STORE_SEEN);
+    char err[256];
+    store_msglist l;
+    assert_int_equal(store_messages(u, "INBOX", 0, &l, err, sizeof err), 0);
+    char guid[17];
+    memcpy(guid, l.msgs[0].guid, 17);
+    unsigned long long hms = (unsigned long long)l.highestmodseq;
+    store_msglist_free(&l);
+    store_user_close(u);
+    store_cache_clear();
+    char dir[512], indexed[1024], ahead[1024];
+    box_dir("INBOX", dir, sizeof dir);
+    snprintf(indexed, sizeof indexed, "%s/%u.%s:2,S", dir, uid, guid);
+    snprintf(ahead, sizeof ahead, "%s/%u.%s:2,FS", dir, uid, guid);
+    assert_int_equal(rename(indexed, ahead), 0);
+    /* A marker of a change that committed leaves names alone... */
+    FILE *f = fopen(UDIR "/lock", "r+");
+    assert_non_null(f);
+    fprintf(f, "F %s %llu", strrchr(dir, '/') + 1, hms);
+    fclose(f);
+    u = open_user(USER);
+    store_user_close(u);
+    store_cache_clear();
+    assert_int_equal(access(ahead, F_OK), 0);
+    /* ...one above the mailbox's highestmodseq did not commit. */
+    f = fopen(UDIR "/lock", "r+");
+    fprintf(f, "F %s %llu", strrchr(dir, '/') + 1, hms + 1);
+    fclose(f);
+    u = open_user(USER);
+    assert_int_equal(access(indexed, F_OK), 0);
+    assert_int_equal(access(ahead, F_OK), -1);
+    char *got = read_msg(u, "INBOX", uid);
+    assert_string_equal(got, "flags\r\n");
+    free(got);
+    store_user_close(u);
+}
+
+/* A power loss under mailbox_fsync=optimized may undo an expunge's commit
+ * but keep its unlink: a row without its file.  STORE and EXPUNGE of it
+ * still work (the index is the truth), so the user can get rid of it. */
+static void test_row_without_file_can_be_flagged_and_expunged(void **state)
+{
+    (void)state;
+    store_set_fsync(STORE_FSYNC_OPTIMIZED);
+    store_user *u = open_user(USER);
+    uint32_t uid = append_text(u, "INBOX", "lost\r\n", 0);
+    char err[256], dir[512], path[1024];
+    store_msglist l;
+    assert_int_equal(store_messages(u, "INBOX", 0, &l, err, sizeof err), 0);
+    box_dir("INBOX", dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/%u.%s:2,", dir, uid, l.msgs[0].guid);
+    store_msglist_free(&l);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(store_flags(u, "INBOX", &uid, 1, STORE_FLAGS_ADD, STORE_DELETED, NULL, 0, 0,
+                                 NULL, NULL, err, sizeof err), 0);
+    size_t n = 0;
+    assert_int_equal(store_expunge(u, "INBOX", &uid, 1, NULL, &n, err, sizeof err), 0);
+    assert_int_equal(n, 1);
+    store_status st;
+    assert_int_equal(store_mailbox_status(u, "INBOX", &st, err, sizeof err), 0);
+    assert_int_equal(st.messages, 0);
+    store_user_close(u);
+    store_set_fsync(STORE_FSYNC_ALWAYS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -984,6 +1191,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rfc7162_condstore_flags, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keywords_limit_and_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rfc9051_6_4_7_copy_and_move, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mailbox_fsync_modes_store_the_same, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_unfinished_flag_change_renamed_back, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_row_without_file_can_be_flagged_and_expunged, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
