@@ -4,6 +4,7 @@ a server's whole process tree, SMTP filling of mailboxes, and the message
 bodies the benchmarks deliver.  Everything binds to 127.0.0.1 only and every
 wait is bounded."""
 
+import base64
 import os
 import shutil
 import socket
@@ -43,7 +44,8 @@ class PochtaInstance:
     a context manager: the daemon is stopped and DIR removed at exit."""
 
     def __init__(self, build=DEFAULT_BUILD, port_base=39000, users=10, extra_conf=(),
-                 password=PASSWORD, wait_ports=(25,)):
+                 password=PASSWORD, wait_ports=(25,), domain=DOMAIN, init_args=()):
+        # users: a count (u0..u(n-1)@domain) or a list of addresses
         self.build = os.path.abspath(build)
         self.port_base = port_base
         self.tmp = tempfile.mkdtemp(prefix="pochta-bench-")
@@ -53,8 +55,8 @@ class PochtaInstance:
         self.conf = os.path.join(self.dir, "pochta.conf")
         self.proc = None
         try:
-            subprocess.run([self._bin("pochta"), "init", self.dir, "--hostname", "mx." + DOMAIN,
-                            "--domain", DOMAIN, "--port-base", str(port_base)],
+            subprocess.run([self._bin("pochta"), "init", self.dir, "--hostname", "mx." + domain,
+                            "--domain", domain, "--port-base", str(port_base)] + list(init_args),
                            check=True, stdout=subprocess.DEVNULL, timeout=60)
             # A key may be set only once: extra_conf overrides these defaults.
             given = {line.split("=", 1)[0].strip() for line in extra_conf}
@@ -63,8 +65,8 @@ class PochtaInstance:
             with open(self.conf, "a") as f:
                 for line in defaults + list(extra_conf):
                     f.write(line + "\n")
-            for i in range(users):
-                subprocess.run([self._bin("pochta"), "-c", self.conf, "user", "add", user_name(i),
+            for name in users if isinstance(users, (list, tuple)) else map(user_name, range(users)):
+                subprocess.run([self._bin("pochta"), "-c", self.conf, "user", "add", name,
                                 "--password-stdin"], input=(password + "\n").encode(),
                                check=True, stdout=subprocess.DEVNULL, timeout=60)
             self.stderr_path = os.path.join(self.tmp, "pochtad.stderr")
@@ -219,37 +221,70 @@ def make_body(size, tag=""):
     return head + b"".join(lines)
 
 
-def _smtp_reply(f):
-    while True:
-        line = f.readline()
-        if not line:
-            raise EOFError("SMTP server closed the connection")
-        if line[3:4] != b"-":
-            return line
+class SmtpClient:
+    """A minimal SMTP client for load generation: one connection, replies
+    read whole (multi-line), no checks beyond what the caller asks."""
+
+    def __init__(self, port, timeout=60):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.f = self.sock.makefile("rb")
+        self.reply()                                    # greeting
+
+    def reply(self):
+        """The last line of the next reply."""
+        while True:
+            line = self.f.readline()
+            if not line:
+                raise EOFError("SMTP server closed the connection")
+            if line[3:4] != b"-":
+                return line
+
+    def cmd(self, line):
+        self.sock.sendall(line + b"\r\n")
+        return self.reply()
+
+    def starttls(self, ctx):
+        self.cmd(b"STARTTLS")
+        self.sock = ctx.wrap_socket(self.sock)
+        self.f = self.sock.makefile("rb")
+
+    def auth_plain(self, user, password):
+        tok = base64.b64encode(("\0%s\0%s" % (user, password)).encode())
+        r = self.cmd(b"AUTH PLAIN " + tok)
+        if not r.startswith(b"235"):
+            raise RuntimeError("AUTH refused: %r" % r)
+
+    def send(self, sender, rcpt, content):
+        """One pipelined transaction; content is CRLF text not yet
+        dot-stuffed.  Raises if DATA is refused; returns the final reply."""
+        self.sock.sendall(b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (sender.encode(), rcpt.encode()))
+        for _ in range(3):
+            r = self.reply()
+        if not r.startswith(b"354"):
+            raise RuntimeError("SMTP refused %s: %r" % (rcpt, r))
+        stuffed = content.replace(b"\r\n.", b"\r\n..")
+        if stuffed.startswith(b"."):
+            stuffed = b"." + stuffed
+        self.sock.sendall(stuffed + b".\r\n")
+        return self.reply()
+
+    def close(self):
+        try:
+            self.sock.sendall(b"QUIT\r\n")
+        except OSError:
+            pass
+        self.sock.close()
 
 
 def smtp_send(port, rcpt, messages, timeout=60):
     """Deliver `messages` (bytes, CRLF, not yet dot-stuffed) to `rcpt` over
     one SMTP connection to 127.0.0.1:port.  Raises on any refusal."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    c = SmtpClient(port, timeout)
     try:
-        f = s.makefile("rb")
-        _smtp_reply(f)
-        s.sendall(b"EHLO bench.client\r\n")
-        _smtp_reply(f)
+        c.cmd(b"EHLO bench.client")
         for m in messages:
-            s.sendall(b"MAIL FROM:<bench@remote.test>\r\nRCPT TO:<%s>\r\nDATA\r\n" % rcpt.encode())
-            for _ in range(3):
-                r = _smtp_reply(f)
-            if not r.startswith(b"354"):
-                raise RuntimeError("SMTP refused %s: %r" % (rcpt, r))
-            stuffed = m.replace(b"\r\n.", b"\r\n..")
-            if stuffed.startswith(b"."):
-                stuffed = b"." + stuffed
-            s.sendall(stuffed + b".\r\n")
-            r = _smtp_reply(f)
+            r = c.send("bench@remote.test", rcpt, m)
             if not r.startswith(b"250"):
                 raise RuntimeError("SMTP refused message for %s: %r" % (rcpt, r))
-        s.sendall(b"QUIT\r\n")
     finally:
-        s.close()
+        c.close()

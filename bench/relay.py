@@ -24,13 +24,10 @@ sender's place, on 127.0.0.1:PORT_BASE+587 with SASL-less submission
 the same clients and the same pochta receiver measure Postfix's queue.
 """
 import argparse
-import base64
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -50,69 +47,20 @@ PASSWORD = "relay-Secret-1"
 RECEIVER_USERS = 10
 
 
-class SenderInstance:
+class SenderInstance(benchlib.PochtaInstance):
     """The submitting pochta: `pochta init` for sender.test with every DNS
     query sent to the test DNS server and outbound SMTP to the receiver."""
 
     def __init__(self, build, port_base, dns_port, outbound_port, extra_conf=()):
-        self.build = os.path.abspath(build)
-        self.tmp = tempfile.mkdtemp(prefix="pochta-relay-")
-        os.chmod(self.tmp, 0o755)
-        self.dir = os.path.join(self.tmp, "s")
-        self.conf = os.path.join(self.dir, "pochta.conf")
-        self.proc = None
-        self.port_base = port_base
-        try:
-            subprocess.run([self._bin("pochta"), "init", self.dir, "--hostname", "mx." + SENDER_DOMAIN,
-                            "--domain", SENDER_DOMAIN, "--port-base", str(port_base),
-                            "--dns", "127.0.0.1:%d" % dns_port, "--outbound-port", str(outbound_port)],
-                           check=True, stdout=subprocess.DEVNULL, timeout=60)
-            with open(self.conf, "a") as f:
-                for line in ["max_connections_per_ip = 1000", "log_level = warn", "auth_allow_plaintext = yes",
-                             "queue_retry_min = 1s", "queue_retry_max = 2s"] + list(extra_conf):
-                    f.write(line + "\n")
-            subprocess.run([self._bin("pochta"), "-c", self.conf, "user", "add", SENDER_USER, "--password-stdin"],
-                           input=(PASSWORD + "\n").encode(), check=True, stdout=subprocess.DEVNULL, timeout=60)
-            self.stderr_path = os.path.join(self.tmp, "pochtad.stderr")
-            with open(self.stderr_path, "wb") as err:
-                self.proc = subprocess.Popen([self._bin("pochtad"), "-c", self.conf],
-                                             stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-            if not benchlib.wait_port(port_base + 587, 20, self.proc):
-                raise RuntimeError("sender pochtad did not start:\n" + self.stderr())
-        except BaseException:
-            self.close()
-            raise
-
-    def _bin(self, name):
-        p = os.path.join(self.build, name)
-        if not os.access(p, os.X_OK):
-            raise SystemExit("%s is missing: build first or pass --build" % p)
-        return p
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def stderr(self):
-        try:
-            with open(self.stderr_path, errors="replace") as f:
-                return f.read()[-4000:]
-        except OSError:
-            return ""
+        super().__init__(build=build, port_base=port_base, users=[SENDER_USER], password=PASSWORD,
+                         domain=SENDER_DOMAIN, wait_ports=(587,),
+                         init_args=["--dns", "127.0.0.1:%d" % dns_port, "--outbound-port", str(outbound_port)],
+                         extra_conf=["auth_allow_plaintext = yes", "queue_retry_min = 1s",
+                                     "queue_retry_max = 2s"] + list(extra_conf))
 
     def queue_empty(self):
         r = subprocess.run([self._bin("pochta"), "-c", self.conf, "queue", "list"], capture_output=True, timeout=60)
         return b"queue is empty" in r.stdout
-
-    def close(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class PostfixSender:
@@ -203,47 +151,18 @@ class PostfixSender:
 
 def client(port, idx, count, body, auth, starttls, errors, done_at):
     try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=120)
-        f = s.makefile("rb")
-
-        def reply():
-            while True:
-                l = f.readline()
-                if not l:
-                    raise EOFError("closed")
-                if l[3:4] != b"-":
-                    return l
-
-        reply()
-        s.sendall(b"EHLO bench.client\r\n")
-        reply()
+        c = benchlib.SmtpClient(port, timeout=120)
+        c.cmd(b"EHLO bench.client")
         if starttls:
-            s.sendall(b"STARTTLS\r\n")
-            reply()
-            s = benchlib_tls().wrap_socket(s)
-            f = s.makefile("rb")
-            s.sendall(b"EHLO bench.client\r\n")
-            reply()
+            c.starttls(benchlib_tls())
+            c.cmd(b"EHLO bench.client")
         if auth:
-            tok = base64.b64encode(("\0%s\0%s" % (SENDER_USER, PASSWORD)).encode())
-            s.sendall(b"AUTH PLAIN " + tok + b"\r\n")
-            r = reply()
-            if not r.startswith(b"235"):
-                raise RuntimeError("AUTH refused: %r" % r)
-        sender = SENDER_USER.encode()
+            c.auth_plain(SENDER_USER, PASSWORD)
         for k in range(count):
-            rcpt = benchlib.user_name((idx + k) % RECEIVER_USERS).encode()
-            s.sendall(b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (sender, rcpt))
-            for _ in range(3):
-                r = reply()
-            if not r.startswith(b"354"):
-                raise RuntimeError("refused: %r" % r)
-            s.sendall(body + b".\r\n")
-            r = reply()
+            r = c.send(SENDER_USER, benchlib.user_name((idx + k) % RECEIVER_USERS), body)
             if not r.startswith(b"250"):
                 errors.append(r)
-        s.sendall(b"QUIT\r\n")
-        s.close()
+        c.close()
     except Exception as e:  # noqa: BLE001 - report, don't hide
         errors.append(repr(e))
     done_at.append(time.monotonic())
@@ -293,7 +212,6 @@ def main():
 
     total = args.clients * args.messages
     body = benchlib.make_body(args.size, "relay")
-    body = body.replace(b"\r\n.", b"\r\n..")
     dns = DNSServer()
     dns.add_mx(benchlib.DOMAIN, 10, "mx." + benchlib.DOMAIN)
     dns.add_a("mx." + benchlib.DOMAIN, "127.0.0.1")

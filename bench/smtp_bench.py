@@ -9,7 +9,6 @@ It creates a throw-away instance with `pochta init` on ports 39000+, so it
 measures the real daemon with its real durability (every 250 = fsync'd).
 """
 import argparse
-import socket
 import sys
 import threading
 import time
@@ -32,31 +31,13 @@ errors = []
 
 def client(port, n):
     try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=60)
-        f = s.makefile("rb")
-
-        def reply():
-            while True:
-                l = f.readline()
-                if not l:
-                    raise EOFError("closed")
-                if l[3:4] != b"-":
-                    return l
-
-        reply()
-        s.sendall(b"EHLO bench\r\n")
-        reply()
+        c = benchlib.SmtpClient(port)
+        c.cmd(b"EHLO bench")
         for _ in range(args.messages):
-            s.sendall(b"MAIL FROM:<b@x.test>\r\nRCPT TO:<%s>\r\nDATA\r\n"
-                      % benchlib.user_name(n % USERS).encode())
-            for _ in range(3):
-                reply()
-            s.sendall(body + b".\r\n")
-            r = reply()
+            r = c.send("b@x.test", benchlib.user_name(n % USERS), body)
             if not r.startswith(b"250"):
                 errors.append(r)
-        s.sendall(b"QUIT\r\n")
-        s.close()
+        c.close()
     except Exception as e:  # noqa: BLE001 - report, don't hide
         errors.append(repr(e))
 
