@@ -57,7 +57,7 @@ static const struct keydef keys[] = {
     { "max_connections_per_ip", K_UINT, F(max_connections_per_ip), "20",
       "concurrent connections from one client address" },
     { "worker_threads", K_UINT, F(worker_threads), "4",
-      "threads doing disk writes, fsync and password hashing off the event loop" },
+      "threads doing disk writes and fsync off the event loop; half as many more (at least 1) hash passwords" },
     { "mailbox_fsync", K_STR, F(mailbox_fsync), "optimized",
       "optimized: flag changes and expunges survive a crash of pochtad but not always a power loss (as Dovecot's mail_fsync=optimized); always: every change is fsync'd. Message content is always fsync'd" },
     { "max_message_size", K_SIZE, F(max_message_size), "25M",

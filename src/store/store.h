@@ -130,7 +130,9 @@ void store_cache_clear(void);
  * without store_user_open()'s scan of tmp/ (whose repair would wait for
  * other handles' writes in progress), else a newly opened one (ENOENT if
  * the user's store is gone).  Give it back with store_user_close() when
- * the job ends.  NULL with err on failure. */
+ * the job ends.  A borrowed handle reads from one snapshot of the index
+ * until its first write (or until it is given back), so one command sees
+ * one consistent state.  NULL with err on failure. */
 store_user *store_user_borrow(const char *root, const char *address, char *err, size_t errlen);
 
 /* A fingerprint of a user's index that changes whenever any handle, in
