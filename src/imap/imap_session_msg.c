@@ -41,31 +41,49 @@ uint32_t *imap_resolve_set(const struct imap_session *s, const struct imap_seqse
     return out;
 }
 
+/* Open message uid of the selected mailbox; logs what is not ENOENT. */
+static int open_msg(struct imap_session *s, uint32_t uid, int *fd, uint64_t *size)
+{
+    char err[256];
+    int rc = store_msg_open(s->store, s->sel->name, uid, fd, size, err, sizeof err);
+    if (rc < 0 && rc != STORE_ENOENT) log_error("session=%s cannot open message uid %u: %s", s->id, uid, err);
+    return rc;
+}
+
+/* Append from fd to out until out holds want bytes or the file ends
+ * (*eof).  0, or STORE_EIO with a log line. */
+static int read_upto(struct imap_session *s, uint32_t uid, int fd, sbuf *out, size_t want, bool *eof)
+{
+    *eof = false;
+    sbuf_reserve(out, want - out->len);
+    while (out->len < want) {
+        ssize_t n = read(fd, out->data + out->len, want - out->len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            log_error("session=%s reading message uid %u: %s", s->id, uid, strerror(errno));
+            return STORE_EIO;
+        }
+        if (n == 0) {
+            *eof = true;
+            break;
+        }
+        out->len += (size_t)n;
+    }
+    return 0;
+}
+
 int imap_load_msg(struct imap_session *s, uint32_t uid, sbuf *out)
 {
     int fd = -1;
     uint64_t size = 0;
-    char err[256];
     sbuf_reset(out);
-    int rc = store_msg_open(s->store, s->sel->name, uid, &fd, &size, err, sizeof err);
-    if (rc < 0) {
-        if (rc != STORE_ENOENT) log_error("session=%s cannot open message uid %u: %s", s->id, uid, err);
-        return rc;
-    }
-    sbuf_reserve(out, (size_t)size);
-    while (out->len < size) {
-        ssize_t n = read(fd, out->data + out->len, (size_t)size - out->len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            log_error("session=%s reading message uid %u: %s", s->id, uid, strerror(errno));
-            close(fd);
-            return STORE_EIO;
-        }
-        if (n == 0) break;
-        out->len += (size_t)n;
-    }
-    out->data[out->len] = '\0';
+    int rc = open_msg(s, uid, &fd, &size);
+    if (rc < 0) return rc;
+    bool eof;
+    rc = read_upto(s, uid, fd, out, (size_t)size, &eof);
     close(fd);
+    if (rc < 0) return rc;
+    out->data[out->len] = '\0';
     return 0;
 }
 
@@ -77,28 +95,17 @@ int imap_load_header(struct imap_session *s, uint32_t uid, sbuf *out)
 {
     int fd = -1;
     uint64_t size = 0;
-    char err[256];
     sbuf_reset(out);
-    int rc = store_msg_open(s->store, s->sel->name, uid, &fd, &size, err, sizeof err);
-    if (rc < 0) {
-        if (rc != STORE_ENOENT) log_error("session=%s cannot open message uid %u: %s", s->id, uid, err);
-        return rc;
-    }
+    int rc = open_msg(s, uid, &fd, &size);
+    if (rc < 0) return rc;
     size_t want = 4096;
     for (;;) {
         if (want > size) want = (size_t)size;
-        sbuf_reserve(out, want - out->len);
-        bool eof = false;
-        while (out->len < want) {
-            ssize_t n = read(fd, out->data + out->len, want - out->len);
-            if (n < 0 && errno == EINTR) continue;
-            if (n < 0) {
-                log_error("session=%s reading message uid %u: %s", s->id, uid, strerror(errno));
-                close(fd);
-                return STORE_EIO;
-            }
-            if (n == 0) { eof = true; break; }
-            out->len += (size_t)n;
+        bool eof;
+        rc = read_upto(s, uid, fd, out, want, &eof);
+        if (rc < 0) {
+            close(fd);
+            return rc;
         }
         bool has_body;
         size_t h = mime_header_size(out->data, out->len, &has_body);
