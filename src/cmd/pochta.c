@@ -1259,9 +1259,11 @@ static int cmd_init(int argc, char **argv)
         goto out;
     }
 
-    /* Data directory: mail/, queue/, tmp/, accounts.db. */
+    /* Data directory: mail/, queue/, tmp/, accounts.db.  Others may pass
+     * through it (0751, no listing) to reach run/sendmail.sock; everything
+     * under it is closed to them. */
     static const char *const subdirs[] = { "mail", "queue", "tmp" };
-    if (mkdir_p(cfg.data_dir, 0750) < 0) {
+    if (mkdir_p(cfg.data_dir, 0751) < 0) {
         fail("creating %s: %s", cfg.data_dir, strerror(errno));
         goto out;
     }

@@ -193,19 +193,18 @@ def test_no_recipients_is_usage_error(inst, sendmail_link):
 
 
 def test_uid_comes_from_the_socket(make_instance):
-    """Run as "nobody": the socket is placed where nobody can reach it
-    (the data directory is 0750), and the daemon records uid 65534 from
-    SO_PEERCRED."""
+    """Run as "nobody" through the default socket (the data directory is
+    0751: passable, not listable, its mailboxes closed), and the daemon
+    records uid 65534 from SO_PEERCRED."""
     try:
         nobody = pwd.getpwnam("nobody").pw_uid
     except KeyError:
         pytest.skip("no user nobody")
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv")
-    i = make_instance(start=False)
-    sockdir = i.dir / "public"
-    i.append_conf("listen_local = %s/sendmail.sock" % sockdir)
-    i.start()
+    i = make_instance()
+    assert i.data_dir.stat().st_mode & 0o777 == 0o751
+    assert (i.data_dir / "mail").stat().st_mode & 0o007 == 0
     build = i.pochta.resolve()
     if not all(os.access(p, os.X_OK) for p in build.parents if str(p) != "/"):
         pytest.skip("build directory not reachable")
