@@ -349,6 +349,7 @@ int main(int argc, char **argv)
     log_set_level((enum log_level)cfg.log_level);
     store_set_fsync(strcmp(cfg.mailbox_fsync, "always") == 0 ? STORE_FSYNC_ALWAYS
                                                               : STORE_FSYNC_OPTIMIZED);
+    store_set_header_cache((size_t)cfg.header_cache_max);
 
     SSL_CTX *tls = tls_server_ctx_new(cfg.tls_cert, cfg.tls_key, err, sizeof err);
     if (!tls) {

@@ -59,7 +59,9 @@ static const struct keydef keys[] = {
     { "worker_threads", K_UINT, F(worker_threads), "4",
       "threads doing disk writes and fsync off the event loop; half as many more (at least 1) hash passwords" },
     { "mailbox_fsync", K_STR, F(mailbox_fsync), "optimized",
-      "optimized: flag changes and expunges survive a crash of pochtad but not always a power loss (as Dovecot's mail_fsync=optimized); always: every change is fsync'd. Message content is always fsync'd" },
+      "optimized: flag changes and expunges survive a crash of pochtad but not always a power loss (as Dovecot's mail_fsync=optimized), and a new message's file and index row are fsync'd but not the rename into its mailbox directory (recovery redoes a lost one); always: every change is fsync'd. Message content is always fsync'd" },
+    { "header_cache_max", K_SIZE, F(header_cache_max), "16K",
+      "largest message header kept in the mailbox index at delivery, so header fetches, ENVELOPE and header searches skip the message file; 0 keeps none" },
     { "max_message_size", K_SIZE, F(max_message_size), "25M",
       "largest message accepted (announced as SIZE)" },
     { "max_recipients", K_UINT, F(max_recipients), "100",
@@ -298,6 +300,10 @@ static int semantic_checks(const config *cfg, const char *name, char *err, size_
     }
     if (cfg->auth_max_failures < 1) {
         set_err(err, errlen, "%s: key 'auth_max_failures': must be at least 1", name);
+        return -1;
+    }
+    if (cfg->header_cache_max > 1024 * 1024) {
+        set_err(err, errlen, "%s: key 'header_cache_max': at most 1M", name);
         return -1;
     }
     if (cfg->imap_max_command_size < 8192) {

@@ -44,6 +44,7 @@ typedef struct config {
     unsigned max_connections_per_ip;
     unsigned worker_threads;
     char *mailbox_fsync;        /* "optimized" or "always" (store.h store_set_fsync()) */
+    uint64_t header_cache_max;  /* store_set_header_cache() */
 
     uint64_t max_message_size;
     unsigned max_recipients;

@@ -22,6 +22,10 @@ static int full_pathname(sqlite3_vfs *vfs, const char *name, int nout, char *out
 
 static void do_register(void)
 {
+    /* Before SQLite initialises (sqlite3_vfs_find does that): its memory
+     * statistics take one process-wide mutex around every allocation,
+     * which all store threads then queue on; pochta never reads them. */
+    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     base_vfs = sqlite3_vfs_find(NULL);
     if (!base_vfs) return;
     /* Same methods and app data as the default VFS: only the path

@@ -4,7 +4,13 @@
  *
  * The response is produced in pieces of about FETCH_BATCH bytes: the job
  * returns with job_more set and runs again once the client has read what
- * was sent, so memory stays bounded whatever the size of the mailbox. */
+ * was sent, so memory stays bounded whatever the size of the mailbox.
+ *
+ * What needs only the header block (ENVELOPE, header sections) comes from
+ * the header the store keeps in its index; BODY and BODYSTRUCTURE, once
+ * computed from the whole message, are kept in the same message cache
+ * (store.h), so a client that asks again (every start-up of most clients)
+ * costs neither a read nor a parse of the message. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -189,8 +195,94 @@ static int binary_bytes(const char *msg, size_t len, const struct mime_part *roo
     return mime_part_decode(msg, root, out) < 0 ? -1 : 0;
 }
 
+/* Message cache entries of BODY and BODYSTRUCTURE, one per way of writing
+ * them: 8-bit strings go out as they are only to UTF8=ACCEPT clients. */
+static int body_field(bool extended, bool utf8)
+{
+    return STORE_MSGCACHE_USER + (extended ? 1 : 0) + (utf8 ? 2 : 0);
+}
+
+/* Entries computed during one run of the job, written in one transaction
+ * at its end (writing while the run reads would end its snapshot). */
+struct pending {
+    uint32_t *uids;
+    int *fields;
+    char **data;
+    size_t *len;
+    size_t n, cap;
+};
+
+static void pending_add(struct pending *p, uint32_t uid, int field, const char *data, size_t len)
+{
+    if (p->n == p->cap) {
+        p->cap = p->cap ? p->cap * 2 : 16;
+        p->uids = xrealloc(p->uids, p->cap * sizeof *p->uids);
+        p->fields = xrealloc(p->fields, p->cap * sizeof *p->fields);
+        p->data = xrealloc(p->data, p->cap * sizeof *p->data);
+        p->len = xrealloc(p->len, p->cap * sizeof *p->len);
+    }
+    p->uids[p->n] = uid;
+    p->fields[p->n] = field;
+    p->data[p->n] = xmalloc(len ? len : 1);
+    if (len) memcpy(p->data[p->n], data, len);
+    p->len[p->n] = len;
+    p->n++;
+}
+
+static void pending_flush(struct imap_session *s, struct pending *p)
+{
+    char err[256];
+    for (int f = body_field(false, false); f <= body_field(true, true) && p->n; f++) {
+        /* Grouped by field, the order kept. */
+        size_t k = 0;
+        uint32_t *uids = xcalloc(p->n, sizeof *uids);
+        const char **data = xcalloc(p->n, sizeof *data);
+        size_t *len = xcalloc(p->n, sizeof *len);
+        for (size_t i = 0; i < p->n; i++) {
+            if (p->fields[i] != f) continue;
+            uids[k] = p->uids[i];
+            data[k] = p->data[i];
+            len[k++] = p->len[i];
+        }
+        if (k && store_msgcache_put(s->store, s->sel->name, f, uids, data, len, k, err, sizeof err) != 0)
+            log_warn("session=%s cannot keep BODYSTRUCTURE in the index: %s", s->id, err);
+        free(uids);
+        free(data);
+        free(len);
+    }
+    for (size_t i = 0; i < p->n; i++) free(p->data[i]);
+    free(p->uids);
+    free(p->fields);
+    free(p->data);
+    free(p->len);
+    memset(p, 0, sizeof *p);
+}
+
+/* BODY or BODYSTRUCTURE of uid from the message cache; false if absent. */
+static bool cached_body(struct imap_session *s, uint32_t uid, bool extended, sbuf *out)
+{
+    char err[256], *data;
+    size_t len;
+    int rc = store_msgcache_get(s->store, s->sel->name, uid, body_field(extended, s->utf8), &data, &len,
+                                err, sizeof err);
+    if (rc < 0) log_error("session=%s cannot read the message cache of uid %u: %s", s->id, uid, err);
+    if (rc != 0) return false;
+    sbuf_append(out, data, len);
+    free(data);
+    return true;
+}
+
+/* Does the attribute use the MIME tree?  BODY[] and RFC822 are the bytes
+ * of the whole message, which need no parse. */
+static bool att_needs_tree(const struct imap_fetch_att *a)
+{
+    if (!att_needs_content(a)) return false;
+    if (a->type == IMAP_FA_RFC822) return false;
+    return !(a->type == IMAP_FA_BODY_SECTION && a->nparts == 0 && a->text == IMAP_SECT_NONE);
+}
+
 /* One "* n FETCH (...)" response.  Returns false if the message is gone. */
-static bool fetch_one(struct imap_session *s, uint32_t seq, sbuf *msg, sbuf *tmp)
+static bool fetch_one(struct imap_session *s, uint32_t seq, sbuf *msg, sbuf *tmp, struct pending *pend)
 {
     const struct imap_command *c = &s->cmd;
     struct imap_view *v = s->sel;
@@ -199,22 +291,45 @@ static bool fetch_one(struct imap_session *s, uint32_t seq, sbuf *msg, sbuf *tmp
     /* RFC 7162 3.1.4.1: only what changed after CHANGEDSINCE. */
     if (c->has_changedsince && m->modseq <= c->changedsince) return true;
     bool content = false, header_only = true, seen = false, want_flags = false, want_modseq = false;
+    bool tree = false, want_body = false, want_struct = false, rest_header_only = true;
     for (const struct imap_fetch_att *a = c->fetch; a; a = a->next) {
         content |= att_needs_content(a);
         header_only &= att_header_only(a);
+        tree |= att_needs_tree(a);
         seen |= att_sets_seen(a);
         want_flags |= a->type == IMAP_FA_FLAGS;
         want_modseq |= a->type == IMAP_FA_MODSEQ;
+        want_body |= a->type == IMAP_FA_BODY;
+        want_struct |= a->type == IMAP_FA_BODYSTRUCTURE;
+        if (a->type != IMAP_FA_BODY && a->type != IMAP_FA_BODYSTRUCTURE)
+            rest_header_only &= att_header_only(a);
+    }
+    /* BODY and BODYSTRUCTURE from the cache, when that is all that needs
+     * the whole message. */
+    sbuf body_c = SBUF_INIT, struct_c = SBUF_INIT;
+    bool have_c = false, kept_body = false, kept_struct = false;
+    if ((want_body || want_struct) && rest_header_only) {
+        have_c = (!want_body || cached_body(s, m->uid, false, &body_c)) &&
+                 (!want_struct || cached_body(s, m->uid, true, &struct_c));
+        if (have_c) {
+            header_only = true;
+            content = tree = false;
+            for (const struct imap_fetch_att *a = c->fetch; a; a = a->next)
+                if (a->type != IMAP_FA_BODY && a->type != IMAP_FA_BODYSTRUCTURE && att_needs_content(a))
+                    content = tree = true;
+        }
     }
     struct mime_part *root = NULL;
     if (content) {
         int rc = header_only ? imap_load_header(s, m->uid, msg) : imap_load_msg(s, m->uid, msg);
-        if (rc == STORE_ENOENT) return false;
-        if (rc < 0) {
+        if (rc == STORE_ENOENT || rc < 0) {
+            sbuf_free(&body_c);
+            sbuf_free(&struct_c);
+            if (rc == STORE_ENOENT) return false;
             s->fetch_failed = true;
             return true;
         }
-        mime_parse(msg->data ? msg->data : "", msg->len, NULL, &root);
+        if (tree) mime_parse(msg->data ? msg->data : "", msg->len, NULL, &root);
     }
     bool seen_now = false;
     if (seen && !v->readonly && !(m->flags & STORE_SEEN)) {
@@ -261,10 +376,22 @@ static bool fetch_one(struct imap_session *s, uint32_t seq, sbuf *msg, sbuf *tmp
             imap_put_envelope(&s->out, root->env, s->utf8);
             break;
         case IMAP_FA_BODY:
-        case IMAP_FA_BODYSTRUCTURE:
-            imap_send(s, a->type == IMAP_FA_BODY ? "BODY " : "BODYSTRUCTURE ");
-            imap_put_body(&s->out, root, a->type == IMAP_FA_BODYSTRUCTURE, s->utf8);
+        case IMAP_FA_BODYSTRUCTURE: {
+            bool ext = a->type == IMAP_FA_BODYSTRUCTURE;
+            imap_send(s, ext ? "BODYSTRUCTURE " : "BODY ");
+            if (have_c) {
+                const sbuf *b = ext ? &struct_c : &body_c;
+                sbuf_append(&s->out, b->data, b->len);
+                break;
+            }
+            size_t at = s->out.len;
+            imap_put_body(&s->out, root, ext, s->utf8);
+            /* Once, should the FETCH name it twice. */
+            bool *kept = ext ? &kept_struct : &kept_body;
+            if (!*kept) pending_add(pend, m->uid, body_field(ext, s->utf8), s->out.data + at, s->out.len - at);
+            *kept = true;
             break;
+        }
         case IMAP_FA_RFC822:
             imap_send(s, "RFC822 ");
             put_text_literal(&s->out, body, blen);
@@ -326,6 +453,8 @@ static bool fetch_one(struct imap_session *s, uint32_t seq, sbuf *msg, sbuf *tmp
     }
     imap_send(s, ")\r\n");
     if (root) mime_free(root);
+    sbuf_free(&body_c);
+    sbuf_free(&struct_c);
     return true;
 }
 
@@ -369,8 +498,9 @@ static void fetch_job(struct imap_session *s)
         }
     }
     sbuf msg = SBUF_INIT, tmp = SBUF_INIT;
+    struct pending pend = { 0 };
     while (s->fetch_pos < s->fetch_n) {
-        if (!fetch_one(s, s->fetch_set[s->fetch_pos++], &msg, &tmp)) s->fetch_gone = true;
+        if (!fetch_one(s, s->fetch_set[s->fetch_pos++], &msg, &tmp, &pend)) s->fetch_gone = true;
         if (s->out.len >= FETCH_BATCH && s->fetch_pos < s->fetch_n) {
             s->job_more = true;
             break;
@@ -378,6 +508,7 @@ static void fetch_job(struct imap_session *s)
     }
     sbuf_free(&msg);
     sbuf_free(&tmp);
+    pending_flush(s, &pend);
     if (s->job_more) return;
     free(s->fetch_set);
     s->fetch_set = NULL;

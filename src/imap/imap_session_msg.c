@@ -96,7 +96,18 @@ int imap_load_header(struct imap_session *s, uint32_t uid, sbuf *out)
     int fd = -1;
     uint64_t size = 0;
     sbuf_reset(out);
-    int rc = open_msg(s, uid, &fd, &size);
+    /* The index keeps most headers (store.h, the message cache). */
+    char err[256], *data;
+    size_t len;
+    int rc = store_msgcache_get(s->store, s->sel->name, uid, STORE_MSGCACHE_HEADER, &data, &len, err,
+                             sizeof err);
+    if (rc == 0) {
+        sbuf_append(out, data, len);
+        free(data);
+        return 0;
+    }
+    if (rc < 0) log_error("session=%s cannot read the cached header of uid %u: %s", s->id, uid, err);
+    rc = open_msg(s, uid, &fd, &size);
     if (rc < 0) return rc;
     size_t want = 4096;
     for (;;) {

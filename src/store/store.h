@@ -106,7 +106,12 @@ typedef struct store_user store_user;
  *                          undo the last ones, and a message whose expunge
  *                          is undone comes back) and skip the directory
  *                          fsync.  The next FULL commit of the user (any
- *                          delivery) makes them durable too.
+ *                          delivery) makes them durable too.  A delivery
+ *                          skips the fsync of the mailbox directory after
+ *                          its last rename: the file (fsync'd, in tmp/) and
+ *                          its row are durable, and should a power failure
+ *                          undo the rename, recovery finds the indexed tmp
+ *                          file and moves it again.
  * Set it before any store call; safe to read from any thread. */
 enum store_fsync { STORE_FSYNC_ALWAYS, STORE_FSYNC_OPTIMIZED };
 void store_set_fsync(enum store_fsync mode);
@@ -243,6 +248,33 @@ void store_msglist_free(store_msglist *l);
  * closes it; *size_out (may be NULL) is its length.  ENOENT if no such uid. */
 int store_msg_open(store_user *u, const char *mailbox, uint32_t uid, int *fd_out,
                    uint64_t *size_out, char *err, size_t errlen);
+
+/* The message cache: facts about a message kept in the index next to its
+ * row, so readers skip the file.  Message files never change, so an entry
+ * is never stale; it is keyed by the file (guid), shared by every copy,
+ * and goes with the last of them.  Like the rest of the index it is a
+ * cache: an entry may be missing (older mail, a header over the limit),
+ * and the file is then the answer.
+ *   STORE_MSGCACHE_HEADER  the header block, byte for byte: up to and
+ *                       including the empty line that ends it (the whole
+ *                       message when it has none).  Written by every
+ *                       delivery, APPEND and rebuild whose header is at
+ *                       most the size set with store_set_header_cache().
+ *   STORE_MSGCACHE_USER+n  owned by the caller (IMAP keeps its BODYSTRUCTURE
+ *                       there), written with store_msgcache_put(). */
+enum { STORE_MSGCACHE_HEADER = 1, STORE_MSGCACHE_USER = 16 };
+/* Largest header block cached at delivery (0: none); before any store call. */
+void store_set_header_cache(size_t max_bytes);
+/* Entry `field` of message uid: 0 with *data (heap, NUL-terminated, the
+ * caller frees it) and *len; 1 when there is none (or no such message). */
+int store_msgcache_get(store_user *u, const char *mailbox, uint32_t uid, int field, char **data,
+                       size_t *len, char *err, size_t errlen);
+/* Add entries for messages of mailbox (uids[i] gets data[i], len[i]); an
+ * existing entry is kept.  Not fsync'd: an entry lost in a crash is simply
+ * computed again.  Ends the handle's read snapshot.  0 or STORE_E*. */
+int store_msgcache_put(store_user *u, const char *mailbox, int field, const uint32_t *uids,
+                       const char *const *data, const size_t *len, size_t n, char *err,
+                       size_t errlen);
 
 enum store_flag_op { STORE_FLAGS_SET, STORE_FLAGS_ADD, STORE_FLAGS_REMOVE };
 

@@ -28,9 +28,13 @@ enum stmt_id {
     ST_KW_LIST,
     ST_KW_ADD,
     ST_MSG_LIST,
+    ST_MSG_CHANGED,
     ST_VANISHED,
     ST_KV_GET,
     ST_KV_SET,
+    ST_CACHE_GET,
+    ST_CACHE_PUT,
+    ST_CACHE_DROP,
     ST__COUNT
 };
 
@@ -89,6 +93,9 @@ int store_begin(store_user *u, char *err, size_t errlen);
 /* store_begin() for a flag change or an expunge: under
  * STORE_FSYNC_OPTIMIZED its commit is synchronous=NORMAL (store.h). */
 int store_begin_light(store_user *u, char *err, size_t errlen);
+/* store_begin() for what may be lost in a crash (cache entries): the
+ * commit is synchronous=NORMAL whatever the fsync mode. */
+int store_begin_unsynced(store_user *u, char *err, size_t errlen);
 /* True when flag changes and expunges skip their fsyncs. */
 bool store_light(void);
 int store_commit(store_user *u, char *err, size_t errlen);
@@ -131,6 +138,21 @@ int store_write_file_at(int dirfd, const char *dir, const char *name, const void
                         size_t len);
 int store_mailbox_make(store_user *u, const char *name, unsigned attrs, struct mbox *out,
                        char *err, size_t errlen);
+
+/* store_msgcache.c */
+/* Inside the write transaction that removes the row of guid (expunge,
+ * mailbox delete): its cache entries go when no other row has the file. */
+int store_msgcache_drop(store_user *u, const char *guid);
+/* Delivery: the header block of the staged file fd of size bytes, when it
+ * is at most the configured size; out stays empty otherwise. */
+void store_msgcache_read_header(int fd, uint64_t size, sbuf *out);
+/* Inside a write transaction: header (may be empty: nothing to do) as the
+ * STORE_MSGCACHE_HEADER entry of guid.  0 or -1 (SQLite error). */
+int store_msgcache_put_header(store_user *u, const char *guid, const sbuf *header);
+/* The same from the message file at rel (store_rebuild()). */
+int store_msgcache_header_file(store_user *u, const char *rel, const char *guid);
+/* The id of mailbox name, looked up once per read snapshot. */
+int store_snap_box(store_user *u, const char *mailbox, int64_t *box, char *err, size_t errlen);
 
 /* store_message.c */
 int store_msg_get(store_user *u, int64_t box, uint32_t uid, struct msgrow *m);

@@ -62,7 +62,10 @@ int store_mailbox_delete(store_user *u, const char *name, char *err, size_t errl
         rc = store_fail(err, errlen, STORE_EIO, "removing mailbox directory: %s", strerror(errno));
     } else {
         moved = true;
-        if (exec_bind_id(u, "DELETE FROM msg WHERE mailbox_id=?1", mb.id) != 0 ||
+        if (exec_bind_id(u, "DELETE FROM cache WHERE guid IN (SELECT guid FROM msg WHERE mailbox_id=?1)"
+                            " AND NOT EXISTS(SELECT 1 FROM msg m WHERE m.guid=cache.guid AND"
+                            " m.mailbox_id<>?1)", mb.id) != 0 ||
+            exec_bind_id(u, "DELETE FROM msg WHERE mailbox_id=?1", mb.id) != 0 ||
             exec_bind_id(u, "DELETE FROM keyword WHERE mailbox_id=?1", mb.id) != 0 ||
             exec_bind_id(u, "DELETE FROM expunged WHERE mailbox_id=?1", mb.id) != 0 ||
             exec_bind_id(u, "DELETE FROM mailbox WHERE id=?1", mb.id) != 0)

@@ -119,7 +119,7 @@ int store_messages(store_user *u, const char *mailbox, uint64_t changedsince, st
         rc = store_dbfail(u, err, errlen, "keywords");
         goto done;
     }
-    sqlite3_stmt *s = store_stmt(u, ST_MSG_LIST);
+    sqlite3_stmt *s = store_stmt(u, changedsince ? ST_MSG_CHANGED : ST_MSG_LIST);
     if (!s) {
         rc = store_dbfail(u, err, errlen, "list");
         goto done;
@@ -164,24 +164,8 @@ int store_msg_open(store_user *u, const char *mailbox, uint32_t uid, int *fd_out
                    uint64_t *size_out, char *err, size_t errlen)
 {
     int64_t box;
-    mailbox = store_canon_name(mailbox);
-    if (u->in_read && u->snap_box && strcmp(u->snap_box, mailbox) == 0) {
-        box = u->snap_box_id;
-    } else {
-        struct mbox mb;
-        int rc = store_mbox_get(u, mailbox, &mb, err, errlen);
-        if (rc) return rc;
-        box = mb.id;
-        store_mbox_free(&mb);
-        if (u->in_read) {
-            /* Ids are fixed within one snapshot: a FETCH of many messages
-             * looks the mailbox up once. */
-            free(u->snap_box);
-            u->snap_box = xstrdup(mailbox);
-            u->snap_box_id = box;
-        }
-    }
-    int rc;
+    int rc = store_snap_box(u, mailbox, &box, err, errlen);
+    if (rc) return rc;
     sbuf path = SBUF_INIT;
     /* A row whose file stays missing is almost always a message that
      * another session is expunging right now (the file goes first, then
@@ -359,7 +343,8 @@ static int expunge_one(store_user *u, int64_t box, const struct msgrow *m, uint6
         (*trash)[(*ntrash)++] = sbuf_detach(&t);
     }
     sbuf_free(&t);
-    if (add_expunged(u, box, m->uid, modseq) != 0) return store_dbfail(u, err, errlen, "expunge");
+    if (add_expunged(u, box, m->uid, modseq) != 0 || store_msgcache_drop(u, m->guid) != 0)
+        return store_dbfail(u, err, errlen, "expunge");
     return 0;
 }
 

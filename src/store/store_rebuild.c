@@ -172,8 +172,12 @@ static int rebuild_box(store_user *u, struct rbox *rb, char *err, size_t errlen)
         sbuf_printf(&from, "%s/%s", dir, files[i].name);
         store_msg_relpath(&to, mb->id, files[i].m.uid, files[i].m.guid, files[i].m.flags,
                           files[i].m.keywords);
-        if (renameat(u->dirfd, from.data, u->dirfd, to.data) != 0)
+        if (renameat(u->dirfd, from.data, u->dirfd, to.data) != 0) {
             log_warn("store %s: renumbering %s: %s", u->path, from.data, strerror(errno));
+        } else {
+            free(files[i].name);
+            files[i].name = xstrdup(strrchr(to.data, '/') + 1);
+        }
         sbuf_free(&from);
         sbuf_free(&to);
     }
@@ -211,6 +215,11 @@ static int rebuild_box(store_user *u, struct rbox *rb, char *err, size_t errlen)
         m->keywords &= kwmask;
         m->modseq = modseq;
         if (insert_msg(u, mb->id, m) != 0) rc = store_dbfail(u, err, errlen, "rebuild message");
+        sbuf rel = SBUF_INIT;
+        sbuf_printf(&rel, "%s/%s", dir, files[i].name);
+        if (rc == 0 && store_msgcache_header_file(u, rel.data, m->guid) != 0)
+            rc = store_dbfail(u, err, errlen, "rebuild cache");
+        sbuf_free(&rel);
     }
     if (rc == 0 && store_meta_write(u, mb) != 0)
         rc = store_fail(err, errlen, STORE_EIO, "cannot write mailbox meta");
@@ -284,7 +293,7 @@ int store_rebuild_handle(store_user *u, char *err, size_t errlen)
 
     int rc = store_begin(u, err, errlen);
     if (rc) goto out;
-    if (store_exec(u, "DELETE FROM msg; DELETE FROM keyword; DELETE FROM expunged;"
+    if (store_exec(u, "DELETE FROM msg; DELETE FROM keyword; DELETE FROM expunged; DELETE FROM cache;"
                       " DELETE FROM mailbox; DELETE FROM subscription;") != 0 ||
         store_acl_reset(u) != 0) {
         rc = store_dbfail(u, err, errlen, "rebuild");

@@ -15,6 +15,18 @@
 #include "core/sqlite_relative.h"
 #include "store/store_int.h"
 
+/* Version 2: every IMAP command asks "what changed since modseq N" of the
+ * selected mailbox (msg) and "what was expunged since N" (expunged); without
+ * these the answer costs a scan of the whole mailbox and of its whole
+ * expunge history, which grows with the mailbox's age.  And the message
+ * cache (store_msgcache.c), keyed by the file's guid: files never change, so
+ * an entry never goes stale. */
+#define SCHEMA_V2 \
+    "CREATE INDEX IF NOT EXISTS msg_modseq ON msg(mailbox_id, modseq);" \
+    "CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(mailbox_id, modseq);" \
+    "CREATE TABLE IF NOT EXISTS cache(guid TEXT NOT NULL, field INTEGER NOT NULL," \
+    " data BLOB NOT NULL, PRIMARY KEY(guid, field));"
+
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value);"
     "CREATE TABLE IF NOT EXISTS mailbox("
@@ -36,7 +48,8 @@ static const char schema_sql[] =
     /* RFC 4314 ACL rows (store_acl.c; older indexes get it on first use) */
     "CREATE TABLE IF NOT EXISTS acl(mailbox_id INTEGER NOT NULL, ident TEXT NOT NULL,"
     " rights TEXT NOT NULL, PRIMARY KEY(mailbox_id, ident)) WITHOUT ROWID;"
-    "PRAGMA user_version=1;";
+    SCHEMA_V2
+    "PRAGMA user_version=2;";
 
 static int user_version(store_user *u)
 {
@@ -51,11 +64,14 @@ static int user_version(store_user *u)
 int store_schema(store_user *u, char *err, size_t errlen)
 {
     int v = user_version(u);
-    if (v == 1) return 0;
-    if (v != 0) return store_fail(err, errlen, STORE_EIO, "unknown index version %d", v);
+    if (v == 2) return 0;
+    if (v != 0 && v != 1) return store_fail(err, errlen, STORE_EIO, "unknown index version %d", v);
     int rc = store_begin(u, err, errlen);
     if (rc) return rc;
-    if (store_exec(u, schema_sql) != 0) {
+    /* Another handle may have upgraded it while this one waited to write. */
+    v = user_version(u);
+    const char *sql = v == 0 ? schema_sql : v == 1 ? SCHEMA_V2 "PRAGMA user_version=2;" : "";
+    if (store_exec(u, sql) != 0) {
         rc = store_dbfail(u, err, errlen, "schema");
         store_rollback(u);
         return rc;

@@ -46,10 +46,22 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_EXPUNGED_ADD] = "INSERT OR REPLACE INTO expunged(mailbox_id,uid,modseq) VALUES(?1,?2,?3)",
     [ST_KW_LIST] = "SELECT idx,name FROM keyword WHERE mailbox_id=?1 ORDER BY idx",
     [ST_KW_ADD] = "INSERT INTO keyword(mailbox_id,idx,name) VALUES(?1,?2,?3)",
+    /* The planner, without statistics, prefers walking the primary key
+     * (it gives uid order for free) to the modseq index: right for a whole
+     * listing, a scan of the whole mailbox or expunge history for the
+     * "what changed since" that every IMAP command asks.  So the two get
+     * their own statements, and the second names its index. */
     [ST_MSG_LIST] = "SELECT uid,guid,flags,keywords,internaldate,size,modseq FROM msg"
                     " WHERE mailbox_id=?1 AND modseq>?2 ORDER BY uid",
-    [ST_VANISHED] = "SELECT uid FROM expunged WHERE mailbox_id=?1 AND modseq>?2 ORDER BY uid",
+    [ST_MSG_CHANGED] = "SELECT uid,guid,flags,keywords,internaldate,size,modseq FROM msg"
+                       " INDEXED BY msg_modseq WHERE mailbox_id=?1 AND modseq>?2 ORDER BY uid",
+    [ST_VANISHED] = "SELECT uid FROM expunged INDEXED BY expunged_modseq"
+                    " WHERE mailbox_id=?1 AND modseq>?2 ORDER BY uid",
     [ST_KV_GET] = "SELECT value FROM kv WHERE key=?1",
+    [ST_CACHE_GET] = "SELECT c.data FROM msg m JOIN cache c ON c.guid=m.guid AND c.field=?3"
+                     " WHERE m.mailbox_id=?1 AND m.uid=?2",
+    [ST_CACHE_PUT] = "INSERT OR IGNORE INTO cache(guid,field,data) VALUES(?1,?2,?3)",
+    [ST_CACHE_DROP] = "DELETE FROM cache WHERE guid=?1 AND NOT EXISTS(SELECT 1 FROM msg WHERE guid=?1)",
     [ST_KV_SET] = "INSERT OR REPLACE INTO kv(key,value) VALUES(?1,?2)",
 };
 
@@ -147,6 +159,11 @@ static int begin_sync(store_user *u, bool normal, char *err, size_t errlen)
 int store_begin_light(store_user *u, char *err, size_t errlen)
 {
     return begin_sync(u, store_light(), err, errlen);
+}
+
+int store_begin_unsynced(store_user *u, char *err, size_t errlen)
+{
+    return begin_sync(u, true, err, errlen);
 }
 
 /* IMMEDIATE takes the write lock up front, so two writers never both read

@@ -1163,6 +1163,185 @@ static void test_row_without_file_can_be_flagged_and_expunged(void **state)
     store_set_fsync(STORE_FSYNC_ALWAYS);
 }
 
+/* ---- the message cache ---------------------------------------------------- */
+
+/* Entry `field` of uid as a string ("" when there is none). */
+static char *cached(store_user *u, const char *box, uint32_t uid, int field, int *rc)
+{
+    char err[256], *data = NULL;
+    size_t len = 0;
+    *rc = store_msgcache_get(u, box, uid, field, &data, &len, err, sizeof err);
+    if (*rc < 0) fail_msg("msgcache_get: %s", err);
+    if (*rc == 0) assert_int_equal(strlen(data), len);
+    return data ? data : strdup("");
+}
+
+static void assert_cached(store_user *u, const char *box, uint32_t uid, const char *want)
+{
+    int rc;
+    char *got = cached(u, box, uid, STORE_MSGCACHE_HEADER, &rc);
+    if (want) {
+        assert_int_equal(rc, 0);
+        assert_string_equal(got, want);
+    } else {
+        assert_int_equal(rc, 1);
+    }
+    free(got);
+}
+
+/* Rows of the cache table, read behind the store's back. */
+static int cache_rows(void)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(UDIR "/index.db", &db), SQLITE_OK);
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM cache", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int n = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return n;
+}
+
+static void test_msgcache_header_kept_at_delivery(void **state)
+{
+    (void)state;
+    store_set_header_cache(64);
+    store_user *u = open_user(USER);
+    /* Header block with its empty line; no empty line (the whole message);
+     * a header over the limit; an empty line exactly at the limit. */
+    uint32_t a = append_text(u, "INBOX", "Subject: a\r\nFrom: x@y\r\n\r\nbody\r\n", 0);
+    uint32_t b = append_text(u, "INBOX", "Subject: no body\r\n", 0);
+    char big[200];
+    snprintf(big, sizeof big, "Subject: %0100d\r\n\r\nbody\r\n", 7);
+    uint32_t c = append_text(u, "INBOX", big, 0);
+    char edge[80];
+    snprintf(edge, sizeof edge, "X: %057d\r\n\r\nrest", 1);     /* header of 64 bytes */
+    assert_int_equal(strlen(edge) - 4, 64);
+    uint32_t d = append_text(u, "INBOX", edge, 0);
+    /* A bare LF header ends at LF LF as the MIME parser sees it. */
+    uint32_t e = append_text(u, "INBOX", "Subject: lf\n\nbody\n", 0);
+
+    assert_cached(u, "INBOX", a, "Subject: a\r\nFrom: x@y\r\n\r\n");
+    assert_cached(u, "INBOX", b, "Subject: no body\r\n");
+    assert_cached(u, "INBOX", c, NULL);
+    edge[64] = '\0';
+    assert_cached(u, "INBOX", d, edge);
+    assert_cached(u, "INBOX", e, "Subject: lf\n\n");
+    assert_cached(u, "INBOX", 999, NULL);
+
+    /* SMTP's path: a prefix (the trace fields) and a body from a file. */
+    char err[256];
+    static const char body[] = "Subject: smtp\r\n\r\nhello\r\n";
+    static const char prefix[] = "Received: by test\r\n";
+    int fd = body_file(body);
+    uint32_t f = 0;
+    assert_int_equal(store_deliver(u, "INBOX", prefix, strlen(prefix), fd, strlen(body), 1700000000,
+                                   0, &f, err, sizeof err), 0);
+    close(fd);
+    assert_cached(u, "INBOX", f, "Received: by test\r\nSubject: smtp\r\n\r\n");
+
+    /* 0 turns it off. */
+    store_set_header_cache(0);
+    uint32_t g = append_text(u, "INBOX", "Subject: g\r\n\r\nx", 0);
+    assert_cached(u, "INBOX", g, NULL);
+    store_set_header_cache(16384);
+    store_user_close(u);
+}
+
+static void test_msgcache_follows_copies_expunge_delete_rebuild(void **state)
+{
+    (void)state;
+    store_user *u = open_user(USER);
+    char err[256];
+    const char *hdr = "Subject: kept\r\n\r\n";
+    uint32_t a = append_text(u, "INBOX", "Subject: kept\r\n\r\nbody\r\n", 0);
+    uint32_t b = append_text(u, "INBOX", "Subject: other\r\n\r\nbody\r\n", 0);
+    assert_int_equal(cache_rows(), 2);
+
+    /* A copy shares the entry; expunging the original keeps it for the copy. */
+    uint32_t ca = 0;
+    assert_int_equal(store_copy(u, "INBOX", &a, 1, "Archive", false, &ca, NULL, err, sizeof err), 0);
+    assert_cached(u, "Archive", ca, hdr);
+    assert_int_equal(cache_rows(), 2);
+    assert_int_equal(store_expunge(u, "INBOX", &a, 1, NULL, NULL, err, sizeof err), 0);
+    assert_cached(u, "INBOX", a, NULL);
+    assert_cached(u, "Archive", ca, hdr);
+    assert_int_equal(cache_rows(), 2);
+
+    /* MOVE keeps it too (the new row exists before the old one goes). */
+    uint32_t mb = 0;
+    assert_int_equal(store_copy(u, "INBOX", &b, 1, "Trash", true, &mb, NULL, err, sizeof err), 0);
+    assert_cached(u, "Trash", mb, "Subject: other\r\n\r\n");
+    assert_int_equal(cache_rows(), 2);
+
+    /* Owner-supplied entries sit beside the header and go with it. */
+    const char *data[] = { "(\"TEXT\" \"PLAIN\")" };
+    size_t len[] = { strlen(data[0]) };
+    assert_int_equal(store_msgcache_put(u, "Trash", STORE_MSGCACHE_USER, &mb, data, len, 1, err,
+                                        sizeof err), 0);
+    int rc;
+    char *got = cached(u, "Trash", mb, STORE_MSGCACHE_USER, &rc);
+    assert_int_equal(rc, 0);
+    assert_string_equal(got, data[0]);
+    free(got);
+    /* An existing entry is kept, a missing uid is skipped. */
+    const char *other[] = { "changed", "none" };
+    size_t olen[] = { 7, 4 };
+    uint32_t uids[] = { mb, 4242 };
+    assert_int_equal(store_msgcache_put(u, "Trash", STORE_MSGCACHE_USER, uids, other, olen, 2, err,
+                                        sizeof err), 0);
+    got = cached(u, "Trash", mb, STORE_MSGCACHE_USER, &rc);
+    assert_string_equal(got, data[0]);
+    free(got);
+    assert_int_equal(cache_rows(), 3);
+
+    /* Deleting a mailbox drops what only it had. */
+    assert_int_equal(store_mailbox_delete(u, "Trash", err, sizeof err), 0);
+    assert_int_equal(cache_rows(), 1);
+    store_user_close(u);
+
+    /* A rebuild from the files fills the header entries again. */
+    remove_index();
+    u = open_user(USER);
+    assert_cached(u, "Archive", ca, hdr);
+    assert_int_equal(cache_rows(), 1);
+    store_user_close(u);
+}
+
+static void test_msgcache_index_upgraded_from_version_1(void **state)
+{
+    (void)state;
+    store_user *u = open_user(USER);
+    uint32_t a = append_text(u, "INBOX", "Subject: old\r\n\r\nbody\r\n", 0);
+    store_user_close(u);
+    store_cache_clear();
+    /* Make it look like an index written before version 2. */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(UDIR "/index.db", &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DROP TABLE cache; DROP INDEX msg_modseq; DROP INDEX expunged_modseq;"
+                                      " PRAGMA user_version=1;", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    u = open_user(USER);
+    /* Older mail has no entry (the file is read instead); new mail has. */
+    assert_cached(u, "INBOX", a, NULL);
+    char *m = read_msg(u, "INBOX", a);
+    assert_string_equal(m, "Subject: old\r\n\r\nbody\r\n");
+    free(m);
+    uint32_t b = append_text(u, "INBOX", "Subject: new\r\n\r\nbody\r\n", 0);
+    assert_cached(u, "INBOX", b, "Subject: new\r\n\r\n");
+    char err[256];
+    uint32_t *gone = NULL;
+    size_t ngone = 0;
+    assert_int_equal(store_expunge(u, "INBOX", &a, 1, NULL, NULL, err, sizeof err), 0);
+    assert_int_equal(store_vanished(u, "INBOX", 0, &gone, &ngone, NULL, err, sizeof err), 0);
+    assert_int_equal(ngone, 1);
+    assert_int_equal(gone[0], a);
+    free(gone);
+    store_user_close(u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1194,6 +1373,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mailbox_fsync_modes_store_the_same, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_unfinished_flag_change_renamed_back, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_msgcache_header_kept_at_delivery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_msgcache_follows_copies_expunge_delete_rebuild, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_msgcache_index_upgraded_from_version_1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_without_file_can_be_flagged_and_expunged, setup,
                                         teardown),
     };
