@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth/hash_memory.h"
 #include "core/sqlite_relative.h"
 #include "core/log.h"
 #include "core/sbuf.h"
@@ -192,7 +193,9 @@ static char *make_hash(accounts *a, const char *password, char *err, size_t errl
         return NULL;
     }
     if (!a->cd) a->cd = xcalloc(1, sizeof *a->cd);
+    hash_memory_begin();
     const char *h = crypt_r(password, salt, a->cd);
+    hash_memory_end();
     char *out = (h && h[0] != '*') ? xstrdup(h) : NULL;
     OPENSSL_cleanse(a->cd, sizeof *a->cd);
     if (!out) set_err(err, errlen, "password hashing failed");
@@ -375,7 +378,9 @@ int accounts_verify_password(accounts *a, const char *address, const char *passw
     /* Hash even when the user is unknown: same work, same time. */
     const char *setting = found ? hash : dummy_hash;
     if (!a->cd) a->cd = xcalloc(1, sizeof *a->cd);
+    hash_memory_begin();
     const char *h = crypt_r(password ? password : "", setting, a->cd);
+    hash_memory_end();
     int ok = 0;
     if (found && h && h[0] != '*') {
         size_t n = strlen(setting);

@@ -10,9 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <dlfcn.h>
+#include <sys/mman.h>
 
 #include "unit_tmpdir.h"
 #include "auth/accounts.h"
+#include "auth/hash_memory.h"
 #include "auth/failures.h"
 #include "core/log.h"
 #include "core/sbuf.h"
@@ -457,6 +460,70 @@ static void quota_get_set_bytes(void **state)
     assert_int_equal(accounts_verify_password(f->a, "quota@example.test", "pw"), 1);
 }
 
+/* The VmFlags line of the mapping at p in /proc/self/smaps ("" if none). */
+static void vm_flags(const void *p, char *out, size_t outlen)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    assert_non_null(f);
+    char line[512];
+    bool in = false;
+    out[0] = '\0';
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            in = (unsigned long)p >= lo && (unsigned long)p < hi;
+        } else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+            snprintf(out, outlen, "%s", line + 8);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/* The mmap a shared library reaches (libxcrypt's yescrypt calls "mmap"):
+ * pochta's hash_memory one, looked up by symbol as the dynamic linker
+ * does for the libraries. */
+typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
+
+static void *lib_mmap(size_t len)
+{
+    void *sym = dlsym(RTLD_DEFAULT, "mmap");
+    assert_non_null(sym);
+    mmap_fn f;
+    memcpy(&f, &sym, sizeof f);
+    void *p = f(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(p != MAP_FAILED);
+    return p;
+}
+
+static void hash_memory_advises_only_the_hash_mappings(void **state)
+{
+    (void)state;
+    if (access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) != 0) {
+        skip();     /* a kernel built without THP refuses the advice */
+    }
+    char flags[512];
+    size_t big = 16u << 20, small = 1u << 20;
+    void *outside = lib_mmap(big);
+    hash_memory_begin();
+    void *during = lib_mmap(big), *little = lib_mmap(small);
+    hash_memory_end();
+    void *after = lib_mmap(big);
+    /* "hg": MADV_HUGEPAGE given (proc(5)), whatever the system's THP mode. */
+    vm_flags(during, flags, sizeof flags);
+    assert_non_null(strstr(flags, " hg"));
+    vm_flags(outside, flags, sizeof flags);
+    assert_null(strstr(flags, " hg"));
+    vm_flags(after, flags, sizeof flags);
+    assert_null(strstr(flags, " hg"));
+    vm_flags(little, flags, sizeof flags);
+    assert_null(strstr(flags, " hg"));
+    munmap(outside, big);
+    munmap(during, big);
+    munmap(little, small);
+    munmap(after, big);
+}
+
 int main(void)
 {
     log_init("test_auth", LOG_ERROR);
@@ -479,6 +546,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(resolve_loops_are_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(resolve_depth_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(quota_get_set_bytes, setup, teardown),
+        cmocka_unit_test(hash_memory_advises_only_the_hash_mappings),
         cmocka_unit_test(failures_count_within_window),
         cmocka_unit_test(failures_saturate),
         cmocka_unit_test(failures_bounded_evicting_oldest),
