@@ -35,6 +35,12 @@ enum stmt_id {
     ST_CACHE_GET,
     ST_CACHE_PUT,
     ST_CACHE_DROP,
+    ST_TX_BEGIN,
+    ST_TX_BEGIN_IMMEDIATE,
+    ST_TX_COMMIT,
+    ST_TX_ROLLBACK,
+    ST_SYNC_FULL,
+    ST_SYNC_NORMAL,
     ST__COUNT
 };
 

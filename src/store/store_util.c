@@ -61,6 +61,16 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_CACHE_GET] = "SELECT c.data FROM msg m JOIN cache c ON c.guid=m.guid AND c.field=?3"
                      " WHERE m.mailbox_id=?1 AND m.uid=?2",
     [ST_CACHE_PUT] = "INSERT OR IGNORE INTO cache(guid,field,data) VALUES(?1,?2,?3)",
+    /* Every command of a session begins and ends at least one transaction,
+     * and a handle switches between FULL (deliveries) and NORMAL (flag
+     * changes) commits: kept prepared, as sqlite3_exec() would parse them
+     * each time. */
+    [ST_TX_BEGIN] = "BEGIN",
+    [ST_TX_BEGIN_IMMEDIATE] = "BEGIN IMMEDIATE",
+    [ST_TX_COMMIT] = "COMMIT",
+    [ST_TX_ROLLBACK] = "ROLLBACK",
+    [ST_SYNC_FULL] = "PRAGMA synchronous=FULL",
+    [ST_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
     [ST_CACHE_DROP] = "DELETE FROM cache WHERE guid=?1 AND NOT EXISTS(SELECT 1 FROM msg WHERE guid=?1)",
     [ST_KV_SET] = "INSERT OR REPLACE INTO kv(key,value) VALUES(?1,?2)",
 };
@@ -87,6 +97,19 @@ int store_exec(store_user *u, const char *sql)
     /* A plain BEGIN asks for a read snapshot: inside the borrowed handle's
      * one (store_read_begin) it already has it, and SQLite does not nest. */
     if (u->in_read && strcmp(sql, "BEGIN") == 0) return 0;
+    static const struct { const char *sql; enum stmt_id id; } tx[] = {
+        { "BEGIN", ST_TX_BEGIN }, { "BEGIN IMMEDIATE", ST_TX_BEGIN_IMMEDIATE },
+        { "COMMIT", ST_TX_COMMIT }, { "ROLLBACK", ST_TX_ROLLBACK },
+        { "PRAGMA synchronous=FULL", ST_SYNC_FULL }, { "PRAGMA synchronous=NORMAL", ST_SYNC_NORMAL },
+    };
+    for (size_t i = 0; i < sizeof tx / sizeof tx[0]; i++) {
+        if (strcmp(sql, tx[i].sql) != 0) continue;
+        sqlite3_stmt *s = store_stmt(u, tx[i].id);
+        if (!s) return -1;
+        int r = sqlite3_step(s);
+        sqlite3_reset(s);
+        return r == SQLITE_DONE ? 0 : -1;
+    }
     return sqlite3_exec(u->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
 }
 
