@@ -34,6 +34,7 @@
 #include "core/util.h"
 #include "imap/imap_acl.h"
 #include "imap/imap_session_int.h"
+#include "imap/imap_shared.h"
 
 /* ---- resolving names ------------------------------------------------------ */
 
@@ -214,18 +215,6 @@ static void notify_later(struct imap_session *s, const char *owner)
 
 /* ---- LIST: mailboxes other users share with this one ------------------------ */
 
-struct name_list {
-    char **v;
-    size_t n, cap;
-};
-
-static void collect_user(const char *address, void *ctx)
-{
-    struct name_list *l = ctx;
-    if (l->n == l->cap) l->v = xrealloc(l->v, (l->cap = l->cap ? l->cap * 2 : 16) * sizeof *l->v);
-    l->v[l->n++] = xstrdup(address);
-}
-
 /* Could any pattern (after the reference) reach a name under "Other
  * Users"?  Spares the walk over every account for most LISTs. */
 static bool patterns_reach_shared(const struct imap_str *pats, size_t npats, const char *ref)
@@ -242,18 +231,17 @@ void imap_acl_list_extend(struct imap_session *s, const struct imap_str *pats, s
                           store_mailbox **mbs, size_t *nmb)
 {
     if (!patterns_reach_shared(pats, npats, ref)) return;
-    accounts *a = accounts_thread_handle();
-    struct name_list users = { 0 };
-    if (!a || accounts_user_list(a, collect_user, &users) < 0) {
+    /* Only the owners who granted something to this user or to anyone
+     * (imap_shared.h); their stores say what exactly. */
+    char **owners;
+    size_t nowners;
+    if (imap_shared_owners(s->login, &owners, &nowners) < 0) {
         log_warn("session=%s LIST: cannot enumerate accounts for shared mailboxes", s->id);
-        for (size_t i = 0; i < users.n; i++) free(users.v[i]);
-        free(users.v);
         return;
     }
     size_t cap = *nmb;
-    for (size_t i = 0; i < users.n; i++) {
-        const char *owner = users.v[i];
-        if (strcmp(owner, s->login) == 0) continue;
+    for (size_t i = 0; i < nowners; i++) {
+        const char *owner = owners[i];
         store_user *u = store_user_open("mail", owner, false, NULL, 0);
         if (!u) continue;
         store_acl_entry *e;
@@ -283,8 +271,7 @@ void imap_acl_list_extend(struct imap_session *s, const struct imap_str *pats, s
         }
         store_user_close(u);
     }
-    for (size_t i = 0; i < users.n; i++) free(users.v[i]);
-    free(users.v);
+    imap_shared_free(owners, nowners);
 }
 
 /* ---- GETACL SETACL DELETEACL LISTRIGHTS MYRIGHTS (RFC 4314 3) ---------------- */
@@ -419,6 +406,7 @@ static void setacl_job(struct imap_session *s)
     sbuf rs = SBUF_INIT;
     if (!del) imap_rights_format_plain(&rs, bits);
     rc = store_acl_set(ref.store, ref.name, id, del ? NULL : sbuf_cstr(&rs), err, sizeof err);
+    if (rc == 0) imap_shared_refresh(owner);
     if (rc == 0)
         log_info("session=%s %s user=%s mailbox of %s ident=%s rights=%s", s->id, del ? "DELETEACL" : "SETACL",
                  s->login, owner, id, del ? "-" : sbuf_cstr(&rs));
@@ -517,7 +505,8 @@ static void create_shared_job(struct imap_session *s)
         /* The creator may use what they made: the parent's rights. */
         sbuf rs = SBUF_INIT;
         imap_rights_format_plain(&rs, parent.rights);
-        store_acl_set(parent.store, child.data, s->login, rs.data, NULL, 0);
+        if (store_acl_set(parent.store, child.data, s->login, rs.data, NULL, 0) == 0 && parent.owner)
+            imap_shared_refresh(parent.owner);
         sbuf_free(&rs);
     }
     sbuf_free(&child);

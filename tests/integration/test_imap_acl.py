@@ -8,7 +8,7 @@ names that try to climb out of the namespace refused."""
 
 import pytest
 
-from pochtatest import ALICE, BOB, unique
+from pochtatest import ALICE, BOB, close_all, unique
 from test_imap import SHARED_CONF, Raw
 from test_imap import inst, ok  # noqa: F401 (inst: one daemon per module)
 from pochtatest import wait_port
@@ -319,3 +319,31 @@ def test_4314_acl_survives_pochta_rebuild(make_imap_instance):
     assert b"* 1 EXISTS" in lines
     alice.close()
     bob.close()
+
+
+def test_list_follows_grants_made_after_the_first_list(make_imap_instance):
+    """LIST of "Other Users" opens only the stores of owners who granted
+    something (imap_shared.h), an index built at the first such LIST: a
+    grant, a revocation and an "anyone" grant made after it, by an owner
+    who had granted nothing before, must show at the next LIST."""
+    i = make_imap_instance(SHARED_CONF)
+    owner, reader = "carol-%s@example.test" % unique("o").lower(), "dave-%s@example.test" % unique("r").lower()
+    for u in (owner, reader):
+        i.add_user(u, "pw-" + u)
+    o, r = Raw(i), Raw(i)
+    for c, u in ((o, owner), (r, reader)):
+        _, t = c.cmd("L", 'LOGIN "%s" "%s"' % (u, "pw-" + u))
+        assert t.startswith(b"L OK"), t
+    folder = unique("Late")
+    name = ("Other Users/%s/%s" % (owner, folder)).encode()
+    ok(o, "c", 'CREATE "%s"' % folder)
+    assert not [l for l in listed(r) if name in l]        # builds the index
+    ok(o, "s", 'SETACL "%s" %s lr' % (folder, reader))
+    assert [l for l in listed(r) if name in l], listed(r)
+    ok(o, "d", 'DELETEACL "%s" %s' % (folder, reader))
+    assert not [l for l in listed(r) if name in l]
+    ok(o, "a", 'SETACL "%s" anyone lr' % folder)
+    assert [l for l in listed(r) if name in l], listed(r)
+    a = session(i, ALICE)
+    assert [l for l in listed(a) if name in l]      # any other account too
+    close_all(o, r, a)
