@@ -38,7 +38,7 @@ bool imap_name_ok(const char *name)
 
 struct imap_recent {
     struct imap_recent *next;
-    char *key;                  /* user NUL mailbox, as one string "user/mailbox" */
+    char *key;                  /* "owner/mailbox" */
     uint32_t uidvalidity;
     uint32_t floor;             /* uids up to here were seen by some session */
 };
@@ -51,8 +51,10 @@ static pthread_mutex_t recent_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint32_t recent_claim(struct imap_session *s, const char *mailbox, uint32_t uidvalidity,
                              uint32_t max_uid, bool claim)
 {
+    /* Keyed by the mailbox's owner: a shared mailbox has one \Recent for
+     * all its readers, as RFC 3501 defines it per mailbox, not per user. */
     sbuf key = SBUF_INIT;
-    sbuf_printf(&key, "%s/%s", s->login, mailbox);
+    sbuf_printf(&key, "%s/%s", s->sel_owner ? s->sel_owner : s->login, mailbox);
     pthread_mutex_lock(&recent_lock);
     struct imap_recent *r;
     for (r = s->srv->recent; r; r = r->next)

@@ -347,3 +347,25 @@ def test_list_follows_grants_made_after_the_first_list(make_imap_instance):
     a = session(i, ALICE)
     assert [l for l in listed(a) if name in l]      # any other account too
     close_all(o, r, a)
+
+
+def test_rfc3501_recent_is_per_mailbox_for_owner_and_readers(shared):
+    """RFC 3501 2.3.2: \\Recent belongs to the first session to see a
+    message in the mailbox, whoever's session it is: once a reader's
+    SELECT of a shared mailbox has seen the new message, the owner's
+    SELECT does not see it as recent again (and the other way round)."""
+    folder, bob, alice, name = shared
+    ok(bob, "s", 'SETACL "%s" %s lrswite' % (folder, ALICE))
+
+    def recent(r, box):
+        lines = ok(r, "sel", 'SELECT "%s"' % box)
+        counts = [int(l.split()[1]) for l in lines if l.endswith(b" RECENT")]
+        ok(r, "un", "UNSELECT")
+        return counts
+
+    assert recent(alice, name) == [1]       # the fixture's message, new to everyone
+    assert recent(bob, folder) == [0]
+    assert recent(alice, name) == [0]
+    ok(bob, "a", b'APPEND "%s" {%d+}\r\n%s' % (folder.encode(), len(MSG), MSG))
+    assert recent(bob, folder) == [1]
+    assert recent(alice, name) == [0]
