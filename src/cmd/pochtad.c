@@ -350,6 +350,7 @@ int main(int argc, char **argv)
     store_set_fsync(strcmp(cfg.mailbox_fsync, "always") == 0 ? STORE_FSYNC_ALWAYS
                                                               : STORE_FSYNC_OPTIMIZED);
     store_set_header_cache((size_t)cfg.header_cache_max);
+    store_set_expunge_history(cfg.expunge_history);
 
     SSL_CTX *tls = tls_server_ctx_new(cfg.tls_cert, cfg.tls_key, err, sizeof err);
     if (!tls) {

@@ -60,6 +60,8 @@ static const struct keydef keys[] = {
       "threads doing disk writes and fsync off the event loop; half as many more (at least 1) hash passwords" },
     { "mailbox_fsync", K_STR, F(mailbox_fsync), "optimized",
       "optimized: flag changes and expunges survive a crash of pochtad but not always a power loss (as Dovecot's mail_fsync=optimized), and a new message's file and index row are fsync'd but not the rename into its mailbox directory (recovery redoes a lost one); always: every change is fsync'd. Message content is always fsync'd" },
+    { "expunge_history", K_UINT, F(expunge_history), "10000",
+      "expunged UIDs remembered per mailbox for IMAP QRESYNC's VANISHED (RFC 7162); a client resyncing from before the oldest gets its UIDs compared in full instead" },
     { "header_cache_max", K_SIZE, F(header_cache_max), "16K",
       "largest message header kept in the mailbox index at delivery, so header fetches, ENVELOPE and header searches skip the message file; 0 keeps none" },
     { "max_message_size", K_SIZE, F(max_message_size), "25M",
@@ -300,6 +302,10 @@ static int semantic_checks(const config *cfg, const char *name, char *err, size_
     }
     if (cfg->auth_max_failures < 1) {
         set_err(err, errlen, "%s: key 'auth_max_failures': must be at least 1", name);
+        return -1;
+    }
+    if (cfg->expunge_history < 1) {
+        set_err(err, errlen, "%s: key 'expunge_history': must be at least 1", name);
         return -1;
     }
     if (cfg->header_cache_max > 1024 * 1024) {

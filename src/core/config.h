@@ -45,6 +45,7 @@ typedef struct config {
     unsigned worker_threads;
     char *mailbox_fsync;        /* "optimized" or "always" (store.h store_set_fsync()) */
     uint64_t header_cache_max;  /* store_set_header_cache() */
+    unsigned expunge_history;   /* store_set_expunge_history() */
 
     uint64_t max_message_size;
     unsigned max_recipients;

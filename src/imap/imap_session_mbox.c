@@ -399,8 +399,9 @@ void imap_put_vanished_earlier(struct imap_session *s, const struct imap_range *
             i = j + 1;
         }
     } else {
-        /* The store forgot some expunges (index rebuilt): every uid the
-         * client may know that is not here now (RFC 7162 3.2.5.2). */
+        /* The store forgot some expunges (index rebuilt, history
+         * trimmed): every uid the client may know that is not here now
+         * (RFC 7162 3.2.5.2). */
         size_t k = 0;
         for (size_t i = 0; i < nr; i++) {
             uint64_t cur = r[i].lo;

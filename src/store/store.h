@@ -116,6 +116,12 @@ typedef struct store_user store_user;
 enum store_fsync { STORE_FSYNC_ALWAYS, STORE_FSYNC_OPTIMIZED };
 void store_set_fsync(enum store_fsync mode);
 
+/* Expunged uids remembered per mailbox for store_vanished() (default
+ * 10000, at least 1).  Older ones are forgotten now and then (checked
+ * every 64th modseq an expunge takes), so the history of a busy mailbox
+ * stays bounded instead of growing for its whole life. */
+void store_set_expunge_history(unsigned max);
+
 /* Open a user's store under root (relative path, e.g. "mail"), creating it
  * (with INBOX, Sent, Drafts, Trash, Junk, Archive) when create is true.
  * Repairs crash leftovers and rebuilds a missing index.  Returns NULL with
@@ -317,8 +323,9 @@ int store_copy(store_user *u, const char *src, const uint32_t *uids, size_t n,
 
 /* QRESYNC: uids expunged with modseq > since, ascending; free() the array.
  * *complete is false when the store no longer knows every expunge after
- * `since` (index rebuilt): then the client must be sent every uid it may
- * hold that is not in store_messages(). */
+ * `since` (index rebuilt, or history trimmed: store_set_expunge_history()):
+ * then the client must be sent every uid it may hold that is not in
+ * store_messages(). */
 int store_vanished(store_user *u, const char *mailbox, uint64_t since, uint32_t **uids,
                    size_t *count, bool *complete, char *err, size_t errlen);
 

@@ -348,6 +348,43 @@ static int expunge_one(store_user *u, int64_t box, const struct msgrow *m, uint6
     return 0;
 }
 
+static _Atomic unsigned expunge_history = 10000;
+
+void store_set_expunge_history(unsigned max)
+{
+    expunge_history = max ? max : 1;
+}
+
+/* Inside an expunge's write transaction: forget mailbox mb's expunges
+ * older than the newest `expunge_history`, and say so in vanished_floor
+ * (store_vanished() is complete only above it).  Counting the rows is a
+ * walk of the modseq index, so the caller asks only when the expunge took
+ * a uid that is a multiple of 64: about once per 64 expunged messages. */
+static int trim_expunged(store_user *u, struct mbox *mb, bool check)
+{
+    if (!check) return 0;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(u->db, "SELECT modseq FROM expunged INDEXED BY expunged_modseq WHERE mailbox_id=?1"
+                                  " ORDER BY modseq DESC LIMIT 1 OFFSET ?2", -1, &s, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int64(s, 1, mb->id);
+    sqlite3_bind_int64(s, 2, expunge_history);
+    int r = sqlite3_step(s);
+    uint64_t floor = r == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
+    sqlite3_finalize(s);
+    if (r != SQLITE_ROW) return r == SQLITE_DONE ? 0 : -1;
+    if (sqlite3_prepare_v2(u->db, "DELETE FROM expunged WHERE mailbox_id=?1 AND modseq<=?2", -1, &s, NULL)
+        != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int64(s, 1, mb->id);
+    sqlite3_bind_int64(s, 2, (int64_t)floor);
+    r = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (r != SQLITE_DONE) return -1;
+    if (floor > mb->vanished_floor) mb->vanished_floor = floor;
+    return 0;
+}
+
 static void unlink_trash(store_user *u, char **trash, size_t n, bool committed)
 {
     /* Not committed: leave them, the next recovery puts them back. */
@@ -367,6 +404,7 @@ int store_expunge(store_user *u, const char *mailbox, const uint32_t *uids, size
     uint64_t modseq = 0;
     char **trash = NULL;
     size_t ntrash = 0, k = 0;
+    bool trim = false;
     for (size_t i = 0; i < n && rc == 0; i++) {
         struct msgrow m;
         int g = store_msg_get(u, mb.id, uids[i], &m);
@@ -374,12 +412,15 @@ int store_expunge(store_user *u, const char *mailbox, const uint32_t *uids, size
         if (g == 1) continue;
         if (!modseq && (rc = store_alloc_modseq(u, &mb, &modseq, err, errlen)) != 0) break;
         rc = expunge_one(u, mb.id, &m, modseq, &trash, &ntrash, err, errlen);
+        trim |= m.uid % 64 == 0;
         if (rc == 0 && expunged) expunged[k] = m.uid;
         if (rc == 0) k++;
     }
     if (rc == 0 && k) {
         if (!store_light() && fsync_box(u, mb.id) != 0)
             rc = store_fail(err, errlen, STORE_EIO, "fsync: %s", strerror(errno));
+        else if (trim_expunged(u, &mb, trim) != 0)
+            rc = store_dbfail(u, err, errlen, "expunge history");
         else
             rc = store_mbox_save(u, &mb, err, errlen);
     }
@@ -425,6 +466,7 @@ int store_copy(store_user *u, const char *src, const uint32_t *uids, size_t n, c
         if (g == 0) idx[found++] = i;
     }
     char **kwn = NULL, **trash = NULL;
+    bool trim = false;
     size_t nkw = 0, ntrash = 0;
     uint32_t first = 0;
     uint64_t dmodseq = 0, smodseq = 0;
@@ -464,6 +506,7 @@ int store_copy(store_user *u, const char *src, const uint32_t *uids, size_t n, c
         sqlite3_reset(s);
         if (r != SQLITE_DONE) { rc = store_dbfail(u, err, errlen, "copy"); break; }
         if (move) rc = expunge_one(u, sb.id, m, smodseq, &trash, &ntrash, err, errlen);
+        trim |= move && m->uid % 64 == 0;
         if (rc == 0 && new_uids) new_uids[idx[j]] = nuid;
     }
     sbuf_free(&path);
@@ -471,6 +514,8 @@ int store_copy(store_user *u, const char *src, const uint32_t *uids, size_t n, c
         if (fsync_box(u, db.id) != 0 || (move && fsync_box(u, sb.id) != 0))
             rc = store_fail(err, errlen, STORE_EIO, "fsync: %s", strerror(errno));
         if (rc == 0) rc = store_mbox_save(u, &db, err, errlen);
+        if (rc == 0 && move && trim_expunged(u, &sb, trim) != 0)
+            rc = store_dbfail(u, err, errlen, "expunge history");
         if (rc == 0 && move) rc = store_mbox_save(u, &sb, err, errlen);
     }
     free(rows);

@@ -3,11 +3,12 @@ QRESYNC parameter, VANISHED (EARLIER), UID FETCH (CHANGEDSINCE n VANISHED),
 and VANISHED instead of EXPUNGE once enabled."""
 
 import re
+import sqlite3
 
 
 from pochtatest import unique
 from test_imap import Raw
-from test_imap import inst  # noqa: F401 (inst: one daemon per module)
+from test_imap import inst, make_imap_instance  # noqa: F401 (fixtures)
 
 
 def ok(r, tag, text):
@@ -128,3 +129,43 @@ def test_rfc7162_3_2_10_other_sessions_expunges_arrive_as_vanished(inst):
     lines, _ = ok(r, "f", "FETCH 1:* (UID)")
     assert len(lines) == 2
     r.close()
+
+
+def test_rfc7162_3_2_5_2_vanished_after_the_history_was_trimmed(make_imap_instance):
+    """With a short expunge history (expunge_history = 3) the expunges a
+    client missed may be forgotten; SELECT (QRESYNC ...) must then still
+    report every uid of the client's range that is gone (RFC 7162
+    3.2.5.2), computed from the messages that are left."""
+    i = make_imap_instance({"expunge_history": "3"})
+    r = session(i)
+    box = mailbox_with(r, 70)
+    uv, hms = state(r, box)
+    ok(r, "u", "UNSELECT")
+    o = session(i, enable=False)
+    ok(o, "s", 'SELECT "%s"' % box)
+    # One by one: the expunge of uid 64 trims the history to the last 3.
+    for uid in list(range(2, 66, 2)) + [67]:
+        ok(o, "d", "UID STORE %d +FLAGS.SILENT (\\Deleted)" % uid)
+        ok(o, "e", "UID EXPUNGE %d" % uid)
+    o.close()
+    db = sqlite3.connect(str(i.mail_dir / "example.test" / "alice" / "index.db"), timeout=10)
+    try:
+        kept = db.execute("SELECT count(*) FROM expunged e JOIN mailbox b ON b.id=e.mailbox_id"
+                          " WHERE b.name=?", (box,)).fetchone()[0]
+    finally:
+        db.close()
+    assert kept == 3 + 1, "the history was not trimmed at uid 64: %d rows" % kept
+    lines, _ = ok(r, "q", 'SELECT "%s" (QRESYNC (%d %d 1:70))' % (box, uv, hms))
+    vanished = [l for l in lines if l.startswith(b"* VANISHED (EARLIER) ")]
+    assert vanished == [b"* VANISHED (EARLIER) " + ",".join(
+        [str(u) for u in range(2, 66, 2)] + ["67"]).encode()], lines
+    # Since a recent modseq the history is complete again: only what came after.
+    _, hms2 = state(r, box)
+    ok(r, "u2", "UNSELECT")
+    o = session(i, enable=False)
+    ok(o, "s", 'SELECT "%s"' % box)
+    ok(o, "d", "UID STORE 69 +FLAGS.SILENT (\\Deleted)")
+    ok(o, "e", "UID EXPUNGE 69")
+    o.close()
+    lines, _ = ok(r, "q2", 'SELECT "%s" (QRESYNC (%d %d 1:70))' % (box, uv, hms2))
+    assert [l for l in lines if b"VANISHED" in l] == [b"* VANISHED (EARLIER) 69"], lines

@@ -1342,6 +1342,60 @@ static void test_msgcache_index_upgraded_from_version_1(void **state)
     store_user_close(u);
 }
 
+static void test_rfc7162_expunge_history_is_bounded(void **state)
+{
+    (void)state;
+    store_set_expunge_history(5);
+    store_user *u = open_user(USER);
+    char err[256];
+    uint64_t seen_at = 0;
+    uint32_t last[3];
+    /* Each round APPENDs a \Deleted message and expunges it; the expunge
+     * of uid 64 and of uid 128 trim the history. */
+    for (int i = 0; i < 150; i++) {
+        uint32_t uid = append_text(u, "INBOX", "Subject: x\r\n\r\nx\r\n", STORE_DELETED);
+        if (i == 140) {
+            store_status st;
+            assert_int_equal(store_mailbox_status(u, "INBOX", &st, err, sizeof err), 0);
+            seen_at = st.highestmodseq;
+        }
+        if (i >= 147) last[i - 147] = uid;
+        assert_int_equal(store_expunge(u, "INBOX", &uid, 1, NULL, NULL, err, sizeof err), 0);
+    }
+    store_user_close(u);
+    store_set_expunge_history(10000);
+
+    /* What is left: about the last 5, plus what came since the last trim. */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(UDIR "/index.db", &db), SQLITE_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM expunged", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    int rows = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    /* Trimmed at uid 128 to 5, then 22 more: at most 5 + 63 at any time. */
+    assert_int_equal(rows, 5 + (150 - 128));
+
+    u = open_user(USER);
+    uint32_t *gone = NULL;
+    size_t n = 0;
+    bool complete = true;
+    /* From the start: no longer known, the caller must compare uids. */
+    assert_int_equal(store_vanished(u, "INBOX", 0, &gone, &n, &complete, err, sizeof err), 0);
+    assert_false(complete);
+    free(gone);
+    /* From recently: complete and exact. */
+    assert_int_equal(store_vanished(u, "INBOX", seen_at, &gone, &n, &complete, err, sizeof err), 0);
+    assert_true(complete);
+    assert_true(n >= 3);
+    assert_int_equal(gone[n - 3], last[0]);
+    assert_int_equal(gone[n - 2], last[1]);
+    assert_int_equal(gone[n - 1], last[2]);
+    free(gone);
+    store_user_close(u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1373,6 +1427,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mailbox_fsync_modes_store_the_same, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_unfinished_flag_change_renamed_back, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_rfc7162_expunge_history_is_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_msgcache_header_kept_at_delivery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_msgcache_follows_copies_expunge_delete_rebuild, setup,
                                         teardown),
