@@ -6,7 +6,6 @@
  * byte from the network is read. */
 #include <errno.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 #include <event2/thread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,10 +20,9 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/privdrop.h"
-#include "core/sbuf.h"
 #include "core/util.h"
 #include "core/workpool.h"
-#include "net/listener.h"
+#include "cmd/pochtad_listeners.h"
 #include "net/tls.h"
 #include "queue/queue.h"
 #include "queue/queue_runner.h"
@@ -37,17 +35,6 @@
  * finish before the daemon exits anyway. */
 #define SHUTDOWN_GRACE_SECONDS 30
 
-struct listener_def {
-    struct smtp_server *srv;
-    const char *addr;
-    enum smtp_listener_kind kind;
-    int fd;
-    struct evconnlistener *ev;
-};
-
-static struct listener_def listeners[3];
-static struct listener_def local_listener = { .fd = -1 };
-static char *local_socket_path;     /* absolute, or NULL when listen_local is "" */
 static struct smtp_server server;
 static struct event *shutdown_tick;
 static queue_runner *runner;
@@ -85,182 +72,8 @@ static void usage(FILE *out)
                  "  -t         check the configuration and exit\n");
 }
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
-                      void *p)
-{
-    struct listener_def *def = p;
-    smtp_session_accept(def->srv, def->kind, fd, sa);
-}
-
-static void on_accept_error(struct evconnlistener *l, void *p)
-{
-    struct listener_def *def = p;
-    /* EMFILE and friends: keep running, the next accept may succeed. */
-    log_error("accept on %s (%s): %s", def->addr, smtp_listener_name(def->kind), strerror(errno));
-}
-
-/* POP3 (pop3 with STLS, pop3s): own listeners; the pool, the failed-login
- * counts and the connection limits are shared with SMTP. */
-struct pop3_listener_def {
-    const char *addr;
-    bool implicit_tls;
-    int fd;
-    struct evconnlistener *ev;
-};
-
-static struct pop3_listener_def pop3_listeners[2];
 static struct pop3_server pop3;
-
-static void on_pop3_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
-                           void *p)
-{
-    struct pop3_listener_def *def = p;
-    pop3_session_accept(&pop3, def->implicit_tls, fd, sa);
-}
-
-static void on_pop3_accept_error(struct evconnlistener *l, void *p)
-{
-    struct pop3_listener_def *def = p;
-    log_error("accept on %s (%s): %s", def->addr, def->implicit_tls ? "pop3s" : "pop3", strerror(errno));
-}
-
-/* Bind while still root; returns -1 with err. */
-static int pop3_listeners_bind(const config *cfg, char *err, size_t errlen)
-{
-    const char *addrs[2] = { cfg->listen_pop3, cfg->listen_pop3s };
-    for (size_t i = 0; i < 2; i++) {
-        pop3_listeners[i] = (struct pop3_listener_def){ addrs[i], i == 1, -1, NULL };
-        if (!addrs[i]) continue;
-        pop3_listeners[i].fd = listener_bind(addrs[i], err, errlen);
-        if (pop3_listeners[i].fd < 0) return -1;
-    }
-    return 0;
-}
-
-static int pop3_listeners_start(struct event_base *base)
-{
-    for (size_t i = 0; i < 2; i++) {
-        struct pop3_listener_def *d = &pop3_listeners[i];
-        if (d->fd < 0) continue;
-        d->ev = evconnlistener_new(base, on_pop3_accept, d, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-                                   -1, d->fd);
-        if (!d->ev) {
-            fprintf(stderr, "pochtad: cannot watch %s\n", d->addr);
-            return -1;
-        }
-        evconnlistener_set_error_cb(d->ev, on_pop3_accept_error);
-        log_info("listening on %s (%s)", d->addr, d->implicit_tls ? "pop3s" : "pop3");
-    }
-    return 0;
-}
-
-static void pop3_listeners_stop(void)
-{
-    for (size_t i = 0; i < 2; i++) {
-        if (pop3_listeners[i].ev) evconnlistener_free(pop3_listeners[i].ev);
-        pop3_listeners[i].ev = NULL;
-    }
-}
-
-/* IMAP (imap with STARTTLS, imaps): like POP3, own listeners, shared
- * pool, failure counts and connection limits. */
-static struct pop3_listener_def imap_listeners[2];
 static struct imap_server imap;
-
-static void on_imap_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
-                           void *p)
-{
-    struct pop3_listener_def *def = p;
-    imap_session_accept(&imap, def->implicit_tls, fd, sa);
-}
-
-static void on_imap_accept_error(struct evconnlistener *l, void *p)
-{
-    struct pop3_listener_def *def = p;
-    log_error("accept on %s (%s): %s", def->addr, def->implicit_tls ? "imaps" : "imap", strerror(errno));
-}
-
-static int imap_listeners_bind(const config *cfg, char *err, size_t errlen)
-{
-    const char *addrs[2] = { cfg->listen_imap, cfg->listen_imaps };
-    for (size_t i = 0; i < 2; i++) {
-        imap_listeners[i] = (struct pop3_listener_def){ addrs[i], i == 1, -1, NULL };
-        if (!addrs[i]) continue;
-        imap_listeners[i].fd = listener_bind(addrs[i], err, errlen);
-        if (imap_listeners[i].fd < 0) return -1;
-    }
-    return 0;
-}
-
-static int imap_listeners_start(struct event_base *base)
-{
-    for (size_t i = 0; i < 2; i++) {
-        struct pop3_listener_def *d = &imap_listeners[i];
-        if (d->fd < 0) continue;
-        d->ev = evconnlistener_new(base, on_imap_accept, d, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-                                   -1, d->fd);
-        if (!d->ev) {
-            fprintf(stderr, "pochtad: cannot watch %s\n", d->addr);
-            return -1;
-        }
-        evconnlistener_set_error_cb(d->ev, on_imap_accept_error);
-        log_info("listening on %s (%s)", d->addr, d->implicit_tls ? "imaps" : "imap");
-    }
-    return 0;
-}
-
-static void imap_listeners_stop(void)
-{
-    for (size_t i = 0; i < 2; i++) {
-        if (imap_listeners[i].ev) evconnlistener_free(imap_listeners[i].ev);
-        imap_listeners[i].ev = NULL;
-    }
-}
-
-/* The local submission socket (`pochta sendmail`): bound as root under the
- * data directory, mode 0666 so any local user (cron, PHP) may submit; its
- * folder is given to run_as so the daemon can remove the socket at exit. */
-static int local_listener_bind(const config *cfg, char *err, size_t errlen)
-{
-    if (!cfg->listen_local || !*cfg->listen_local || !strcmp(cfg->listen_local, "off")) return 0;
-    sbuf path = SBUF_INIT;
-    if (cfg->listen_local[0] == '/') sbuf_puts(&path, cfg->listen_local);
-    else sbuf_printf(&path, "%s/%s", cfg->data_dir, cfg->listen_local);
-    local_socket_path = sbuf_detach(&path);
-    char *dir = xstrdup(local_socket_path);
-    *strrchr(dir, '/') = '\0';
-    uid_t uid;
-    gid_t gid;
-    int rc = 0;
-    bool existed = !*dir || access(dir, F_OK) == 0;
-    /* Created searchable by all (whatever the umask): the socket's own
-     * mode is the gate.  An existing folder keeps the operator's mode. */
-    if (!existed && (mkdir_p(dir, 0755) < 0 || chmod(dir, 0755) < 0)) {
-        set_err(err, errlen, "cannot create %s: %s", dir, strerror(errno));
-        rc = -1;
-    } else if (*dir && geteuid() == 0 && privdrop_lookup(cfg->run_as, &uid, &gid) == 0 &&
-               chown(dir, uid, gid) < 0) {
-        set_err(err, errlen, "chown %s: %s", dir, strerror(errno));
-        rc = -1;
-    }
-    free(dir);
-    if (rc < 0) return -1;
-    local_listener = (struct listener_def){ &server, local_socket_path, SMTP_LISTENER_LOCAL, -1, NULL };
-    local_listener.fd = listener_bind_unix(local_socket_path, 0666, err, errlen);
-    return local_listener.fd < 0 ? -1 : 0;
-}
-
-static void local_listener_stop(void)
-{
-    if (local_listener.ev) {
-        evconnlistener_free(local_listener.ev);
-        local_listener.ev = NULL;
-        /* Gone from the file system too: a client then learns at once that
-         * no daemon is there (and a stale file is replaced at start anyway). */
-        if (unlink(local_socket_path) < 0 && errno != ENOENT)
-            log_warn("removing %s: %s", local_socket_path, strerror(errno));
-    }
-}
 
 static void check_shutdown(evutil_socket_t fd, short what, void *p)
 {
@@ -286,27 +99,22 @@ static void on_signal(evutil_socket_t sig, short what, void *p)
     if (server.shutting_down) return;
     log_info("signal %d: shutting down (%u sessions open)", (int)sig, server.nsessions);
     shutdown_started = time(NULL);
-    for (size_t i = 0; i < 3; i++) {
-        if (listeners[i].ev) evconnlistener_free(listeners[i].ev);
-        listeners[i].ev = NULL;
-    }
-    local_listener_stop();
+    pochtad_listeners_stop();
     smtp_server_shutdown(&server);
     queue_runner_shutdown(runner);
-    pop3_listeners_stop();
     pop3_server_shutdown(&pop3);
-    imap_listeners_stop();
     imap_server_shutdown(&imap);
     struct timeval tv = { 0, 50 * 1000 };
     shutdown_tick = event_new(base, -1, EV_PERSIST, check_shutdown, base);
     event_add(shutdown_tick, &tv);
 }
 
-/* Start-up failed once the TLS context exists: free it so that the exit
- * is as clean as a normal one (a sanitizer build reports no leak when, say,
+/* Start-up failed once the TLS context exists: free it and close what was
+ * bound so that the exit is as clean as a normal one (a sanitizer build reports no leak when, say,
  * a port is already in use). */
 static int exit_early(SSL_CTX *tls)
 {
+    pochtad_listeners_close();
     SSL_CTX_free(tls);
     return 1;
 }
@@ -363,30 +171,8 @@ int main(int argc, char **argv)
         return 0;
     }
 
-    const char *addrs[3] = { cfg.listen_smtp, cfg.listen_submission, cfg.listen_submissions };
-    const enum smtp_listener_kind kinds[3] = { SMTP_LISTENER_MX, SMTP_LISTENER_SUBMISSION,
-                                               SMTP_LISTENER_SUBMISSIONS };
-    for (size_t i = 0; i < 3; i++) {
-        listeners[i] = (struct listener_def){ &server, addrs[i], kinds[i], -1, NULL };
-        if (!addrs[i]) continue;
-        listeners[i].fd = listener_bind(addrs[i], err, sizeof err);
-        if (listeners[i].fd < 0) {
-            fprintf(stderr, "pochtad: %s (%s)\n", err, smtp_listener_name(kinds[i]));
-            return exit_early(tls);
-        }
-    }
-
-    if (local_listener_bind(&cfg, err, sizeof err) < 0) {
-        fprintf(stderr, "pochtad: %s (local)\n", err);
-        return exit_early(tls);
-    }
-
-    if (pop3_listeners_bind(&cfg, err, sizeof err) < 0) {
-        fprintf(stderr, "pochtad: %s (pop3)\n", err);
-        return exit_early(tls);
-    }
-    if (imap_listeners_bind(&cfg, err, sizeof err) < 0) {
-        fprintf(stderr, "pochtad: %s (imap)\n", err);
+    if (pochtad_listeners_bind(&cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "pochtad: %s\n", err);
         return exit_early(tls);
     }
 
@@ -428,40 +214,15 @@ int main(int argc, char **argv)
         .limits = connlimit_new(cfg.max_connections, cfg.max_connections_per_ip),
     };
 
-    for (size_t i = 0; i < 3; i++) {
-        if (listeners[i].fd < 0) continue;
-        listeners[i].ev = evconnlistener_new(base, on_accept, &listeners[i],
-                                             LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1,
-                                             listeners[i].fd);
-        if (!listeners[i].ev) {
-            fprintf(stderr, "pochtad: cannot watch %s\n", listeners[i].addr);
-            return 1;
-        }
-        evconnlistener_set_error_cb(listeners[i].ev, on_accept_error);
-        log_info("listening on %s (%s)", listeners[i].addr, smtp_listener_name(listeners[i].kind));
-    }
-
-    if (local_listener.fd >= 0) {
-        local_listener.ev = evconnlistener_new(base, on_accept, &local_listener,
-                                               LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, local_listener.fd);
-        if (!local_listener.ev) {
-            fprintf(stderr, "pochtad: cannot watch %s\n", local_listener.addr);
-            return 1;
-        }
-        evconnlistener_set_error_cb(local_listener.ev, on_accept_error);
-        log_info("listening on %s (local)", local_listener.addr);
-    }
-
     pop3 = (struct pop3_server){
         .cfg = &cfg, .base = base, .tls = tls, .pool = server.pool,
         .failures = server.failures, .limits = server.limits,
     };
-    if (pop3_listeners_start(base) < 0) return 1;
     imap = (struct imap_server){
         .cfg = &cfg, .base = base, .tls = tls, .pool = server.pool,
         .failures = server.failures, .limits = server.limits,
     };
-    if (imap_listeners_start(base) < 0) return 1;
+    if (pochtad_listeners_start(base, &server, &pop3, &imap) < 0) return 1;
 
     /* Outbound delivery: the queue runner (scheduler, DNS, SMTP client). */
     runner = queue_runner_new(&(struct queue_runner_params){ .base = base, .pool = server.pool, .acc = acc,
@@ -489,16 +250,10 @@ int main(int argc, char **argv)
     workpool_free(server.pool);     /* runs the runner's last job callbacks: free it after */
     queue_runner_free(runner);
     store_cache_clear();
-    for (size_t i = 0; i < 3; i++) {
-        if (listeners[i].ev) evconnlistener_free(listeners[i].ev);
-        event_free(sigs[i]);
-    }
+    for (size_t i = 0; i < 3; i++) event_free(sigs[i]);
     if (shutdown_tick) event_free(shutdown_tick);
-    local_listener_stop();
-    free(local_socket_path);
-    pop3_listeners_stop();
+    pochtad_listeners_close();
     pop3_server_free(&pop3);
-    imap_listeners_stop();
     imap_server_free(&imap);
     auth_failures_free(server.failures);
     connlimit_free(server.limits);
