@@ -39,6 +39,7 @@ static struct smtp_server server;
 static struct event *shutdown_tick;
 static queue_runner *runner;
 static time_t shutdown_started;
+static char *relay_password;        /* until the queue runner has its copy */
 
 /* Every connection costs a socket, and a logged-in IMAP or POP3 session
  * also holds its mail store open (lock file, index and its WAL, folder):
@@ -115,6 +116,7 @@ static void on_signal(evutil_socket_t sig, short what, void *p)
 static int exit_early(SSL_CTX *tls)
 {
     pochtad_listeners_close();
+    queue_relay_password_free(relay_password);
     SSL_CTX_free(tls);
     return 1;
 }
@@ -176,6 +178,12 @@ int main(int argc, char **argv)
         return exit_early(tls);
     }
 
+    /* Secrets are read as root, so their files may be private to root. */
+    if (queue_relay_password_read(&cfg, &relay_password, err, sizeof err) < 0) {
+        fprintf(stderr, "pochtad: %s\n", err);
+        return exit_early(tls);
+    }
+
     raise_fd_limit(&cfg);
     if (privdrop_enter_data(cfg.data_dir, cfg.run_as, err, sizeof err) < 0) {
         fprintf(stderr, "pochtad: %s\n", err);
@@ -226,8 +234,11 @@ int main(int argc, char **argv)
 
     /* Outbound delivery: the queue runner (scheduler, DNS, SMTP client). */
     runner = queue_runner_new(&(struct queue_runner_params){ .base = base, .pool = server.pool, .acc = acc,
-                                                             .cfg = &cfg, .queue_dir = "queue" },
+                                                             .cfg = &cfg, .queue_dir = "queue",
+                                                             .relay_password = relay_password },
                               err, sizeof err);
+    queue_relay_password_free(relay_password);
+    relay_password = NULL;
     if (!runner) {
         fprintf(stderr, "pochtad: outbound delivery: %s\n", err);
         return 1;

@@ -138,7 +138,7 @@ static const struct keydef keys[] = {
     { "relay_auth_user", K_STR, F(relay_auth_user), "",
       "user name for AUTH PLAIN/LOGIN to the relay (only over TLS); empty: no AUTH" },
     { "relay_auth_password_file", K_STR, F(relay_auth_password_file), "",
-      "file whose first line is the relay password, read at start as run_as (relative: to this file's directory)" },
+      "file whose first line is the relay password, read at start before privileges are dropped, so it may be private to root (relative: to this file's directory)" },
     { "relay_tls", K_STR, F(relay_tls), "require-verify",
       "TLS to the relay: require-verify (certificate and host name checked), require, or opportunistic" },
     { "relay_tls_ca_file", K_STR, F(relay_tls_ca_file), "",

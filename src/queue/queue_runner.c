@@ -122,7 +122,7 @@ struct queue_runner {
     SSL_CTX *tls;               /* opportunistic, no verification */
     SSL_CTX *verify_tls;        /* relay_tls=require-verify: system CAs or relay_tls_ca_file */
     struct mta_nexthop relay;   /* relay.kind == MTA_NH_MX: no relay_host */
-    char *relay_password;       /* read from relay_auth_password_file at start */
+    char *relay_password;       /* a copy of queue_runner_params.relay_password */
     struct mta_transport_map tmap;
     struct conn *conns;
     struct job *jobs;
@@ -1087,10 +1087,9 @@ static char *config_path(const config *cfg, const char *v)
     return sbuf_detach(&b);
 }
 
-/* The first line of relay_auth_password_file. */
-static int read_password(queue_runner *r, char *err, size_t errlen)
+int queue_relay_password_read(const config *cfg, char **out, char *err, size_t errlen)
 {
-    const config *cfg = r->p.cfg;
+    *out = NULL;
     if (!*cfg->relay_auth_user) return 0;
     if (!*cfg->relay_auth_password_file) {
         set_err(err, errlen, "relay_auth_user is set but relay_auth_password_file is not");
@@ -1122,10 +1121,17 @@ static int read_password(queue_runner *r, char *err, size_t errlen)
         free(path);
         return -1;
     }
-    r->relay_password = xstrdup(buf);
+    *out = xstrdup(buf);
     OPENSSL_cleanse(buf, sizeof buf);
     free(path);
     return 0;
+}
+
+void queue_relay_password_free(char *password)
+{
+    if (!password) return;
+    OPENSSL_cleanse(password, strlen(password));
+    free(password);
 }
 
 static int setup_routing(queue_runner *r, char *err, size_t errlen)
@@ -1138,7 +1144,14 @@ static int setup_routing(queue_runner *r, char *err, size_t errlen)
             return -1;
         }
     }
-    if (read_password(r, err, errlen) < 0) return -1;
+    if (*cfg->relay_auth_user) {
+        if (!r->p.relay_password) {
+            set_err(err, errlen, "relay_auth_user is set but no relay password was read");
+            return -1;
+        }
+        r->relay_password = xstrdup(r->p.relay_password);
+    }
+    r->p.relay_password = NULL;     /* the caller's copy: not kept */
     if (*cfg->transport_map) {
         char *path = config_path(cfg, cfg->transport_map);
         int rc = mta_transport_load(path, &r->tmap, err, errlen);
@@ -1176,10 +1189,7 @@ static void runner_release(queue_runner *r)
     SSL_CTX_free(r->tls);
     SSL_CTX_free(r->verify_tls);
     mta_transport_free(&r->tmap);
-    if (r->relay_password) {
-        OPENSSL_cleanse(r->relay_password, strlen(r->relay_password));
-        free(r->relay_password);
-    }
+    queue_relay_password_free(r->relay_password);
 }
 
 queue_runner *queue_runner_new(const struct queue_runner_params *p, char *err, size_t errlen)

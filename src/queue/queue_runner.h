@@ -71,13 +71,21 @@ struct queue_runner_params {
     accounts *acc;              /* loop-thread handle: routes bounces to local senders */
     const config *cfg;          /* borrowed for the runner's lifetime */
     const char *queue_dir;      /* relative to the working directory, e.g. "queue" */
+    const char *relay_password; /* from queue_relay_password_read(); copied */
 };
 
-/* Create the resolver and client TLS contexts, read relay_host,
- * relay_auth_password_file (as the user the daemon runs as; a file
- * readable by everyone is used with a warning) and transport_map, and
- * start the timer.  Returns NULL with err when any of them is unusable.  The first runner created is also the one
- * queue_runner_get() returns (for ETRN). */
+/* The relay password: the first line of relay_auth_password_file.  Read
+ * by pochtad while still root, like the TLS key, so the file may be
+ * private to root (a file readable by everyone is used with a warning).
+ * *out is NULL when relay_auth_user is empty.  0, or -1 with err.  Free
+ * with queue_relay_password_free(), which wipes it. */
+int queue_relay_password_read(const config *cfg, char **out, char *err, size_t errlen);
+void queue_relay_password_free(char *password);
+
+/* Create the resolver and client TLS contexts, check relay_host, read
+ * transport_map (as the user the daemon runs as) and start the timer.
+ * Returns NULL with err when any of them is unusable.  The first runner
+ * created is also the one queue_runner_get() returns (for ETRN). */
 queue_runner *queue_runner_new(const struct queue_runner_params *p, char *err, size_t errlen);
 
 /* Scan the queue now instead of at the next tick. */
