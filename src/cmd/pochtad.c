@@ -111,8 +111,8 @@ static void on_signal(evutil_socket_t sig, short what, void *p)
 }
 
 /* Start-up failed once the TLS context exists: free it and close what was
- * bound so that the exit is as clean as a normal one (a sanitizer build reports no leak when, say,
- * a port is already in use). */
+ * bound, so that the exit is as clean as a normal one (a sanitizer build
+ * reports no leak when, say, a port is already in use). */
 static int exit_early(SSL_CTX *tls)
 {
     pochtad_listeners_close();

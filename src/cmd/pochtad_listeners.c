@@ -93,10 +93,12 @@ static int bind_local(const config *cfg, struct listener_def *d, char *err, size
 int pochtad_listeners_bind(const config *cfg, char *err, size_t errlen)
 {
     const struct listener_def rows[] = {
-        { "smtp", cfg->listen_smtp, PROTO_SMTP, SMTP_LISTENER_MX, false, -1, NULL },
-        { "submission", cfg->listen_submission, PROTO_SMTP, SMTP_LISTENER_SUBMISSION, false, -1, NULL },
-        { "submissions", cfg->listen_submissions, PROTO_SMTP, SMTP_LISTENER_SUBMISSIONS, false, -1, NULL },
-        { "local", cfg->listen_local, PROTO_SMTP, SMTP_LISTENER_LOCAL, false, -1, NULL },
+#define SMTP_ROW(key, kind) { smtp_listener_name(kind), cfg->key, PROTO_SMTP, kind, false, -1, NULL }
+        SMTP_ROW(listen_smtp, SMTP_LISTENER_MX),
+        SMTP_ROW(listen_submission, SMTP_LISTENER_SUBMISSION),
+        SMTP_ROW(listen_submissions, SMTP_LISTENER_SUBMISSIONS),
+        SMTP_ROW(listen_local, SMTP_LISTENER_LOCAL),
+#undef SMTP_ROW
         { "pop3", cfg->listen_pop3, PROTO_POP3, 0, false, -1, NULL },
         { "pop3s", cfg->listen_pop3s, PROTO_POP3, 0, true, -1, NULL },
         { "imap", cfg->listen_imap, PROTO_IMAP, 0, false, -1, NULL },
@@ -129,7 +131,8 @@ int pochtad_listeners_start(struct event_base *base, struct smtp_server *smtp, s
     imap_srv = imap;
     for (size_t i = 0; i < ndefs; i++) {
         struct listener_def *d = &defs[i];
-        d->ev = evconnlistener_new(base, on_accept, d, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, d->fd);
+        d->ev = evconnlistener_new(base, on_accept, d, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1,
+                                   d->fd);
         if (!d->ev) {
             fprintf(stderr, "pochtad: cannot watch %s (%s)\n", d->addr, d->name);
             return -1;

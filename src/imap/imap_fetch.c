@@ -232,24 +232,9 @@ static void pending_add(struct pending *p, uint32_t uid, int field, const char *
 static void pending_flush(struct imap_session *s, struct pending *p)
 {
     char err[256];
-    for (int f = body_field(false, false); f <= body_field(true, true) && p->n; f++) {
-        /* Grouped by field, the order kept. */
-        size_t k = 0;
-        uint32_t *uids = xcalloc(p->n, sizeof *uids);
-        const char **data = xcalloc(p->n, sizeof *data);
-        size_t *len = xcalloc(p->n, sizeof *len);
-        for (size_t i = 0; i < p->n; i++) {
-            if (p->fields[i] != f) continue;
-            uids[k] = p->uids[i];
-            data[k] = p->data[i];
-            len[k++] = p->len[i];
-        }
-        if (k && store_msgcache_put(s->store, s->sel->name, f, uids, data, len, k, err, sizeof err) != 0)
-            log_warn("session=%s cannot keep BODYSTRUCTURE in the index: %s", s->id, err);
-        free(uids);
-        free(data);
-        free(len);
-    }
+    if (p->n && store_msgcache_put(s->store, s->sel->name, p->uids, p->fields, (const char *const *)p->data,
+                                   p->len, p->n, err, sizeof err) != 0)
+        log_warn("session=%s cannot keep BODYSTRUCTURE in the index: %s", s->id, err);
     for (size_t i = 0; i < p->n; i++) free(p->data[i]);
     free(p->uids);
     free(p->fields);
@@ -388,7 +373,8 @@ static bool fetch_one(struct imap_session *s, uint32_t seq, sbuf *msg, sbuf *tmp
             imap_put_body(&s->out, root, ext, s->utf8);
             /* Once, should the FETCH name it twice. */
             bool *kept = ext ? &kept_struct : &kept_body;
-            if (!*kept) pending_add(pend, m->uid, body_field(ext, s->utf8), s->out.data + at, s->out.len - at);
+            if (!*kept)
+                pending_add(pend, m->uid, body_field(ext, s->utf8), s->out.data + at, s->out.len - at);
             *kept = true;
             break;
         }

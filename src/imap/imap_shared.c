@@ -25,10 +25,15 @@ static bool built;
 static struct owner *owners;
 static size_t nowners;
 
+static void grantees_free(char **g, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(g[i]);
+    free(g);
+}
+
 static void owner_free(struct owner *o)
 {
-    for (size_t i = 0; i < o->n; i++) free(o->grantees[i]);
-    free(o->grantees);
+    grantees_free(o->grantees, o->n);
     free(o->name);
 }
 
@@ -68,11 +73,12 @@ static void load_owner(const char *name)
 {
     char **g;
     size_t n;
-    bool ok = read_grantees(name, &g, &n);
+    /* Unreadable now: keep what was known (a superset is safe). */
+    if (!read_grantees(name, &g, &n)) return;
     struct owner *o = find(name);
-    if (!ok || n == 0) {
-        /* Unreadable now: keep what was known (a superset is safe). */
-        if (o && ok) {
+    if (n == 0) {
+        /* Grants nothing any more: out of the index. */
+        if (o) {
             owner_free(o);
             *o = owners[--nowners];
         }
@@ -83,8 +89,7 @@ static void load_owner(const char *name)
         o = &owners[nowners++];
         o->name = xstrdup(name);
     } else {
-        for (size_t i = 0; i < o->n; i++) free(o->grantees[i]);
-        free(o->grantees);
+        grantees_free(o->grantees, o->n);
     }
     o->grantees = g;
     o->n = n;

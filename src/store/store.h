@@ -117,9 +117,9 @@ enum store_fsync { STORE_FSYNC_ALWAYS, STORE_FSYNC_OPTIMIZED };
 void store_set_fsync(enum store_fsync mode);
 
 /* Expunged uids remembered per mailbox for store_vanished() (default
- * 10000, at least 1).  Older ones are forgotten now and then (checked
- * every 64th modseq an expunge takes), so the history of a busy mailbox
- * stays bounded instead of growing for its whole life. */
+ * 10000, at least 1).  Older ones are forgotten now and then (checked when
+ * an expunge takes a uid that is a multiple of 64), so the history of a
+ * busy mailbox stays bounded instead of growing for its whole life. */
 void store_set_expunge_history(unsigned max);
 
 /* Open a user's store under root (relative path, e.g. "mail"), creating it
@@ -275,10 +275,11 @@ void store_set_header_cache(size_t max_bytes);
  * caller frees it) and *len; 1 when there is none (or no such message). */
 int store_msgcache_get(store_user *u, const char *mailbox, uint32_t uid, int field, char **data,
                        size_t *len, char *err, size_t errlen);
-/* Add entries for messages of mailbox (uids[i] gets data[i], len[i]); an
- * existing entry is kept.  Not fsync'd: an entry lost in a crash is simply
- * computed again.  Ends the handle's read snapshot.  0 or STORE_E*. */
-int store_msgcache_put(store_user *u, const char *mailbox, int field, const uint32_t *uids,
+/* Add entries for messages of mailbox, in one transaction: uids[i] gets
+ * entry fields[i] = data[i], len[i]; an existing entry is kept.  Not
+ * fsync'd: an entry lost in a crash is simply computed again.  Ends the
+ * handle's read snapshot.  0 or STORE_E*. */
+int store_msgcache_put(store_user *u, const char *mailbox, const uint32_t *uids, const int *fields,
                        const char *const *data, const size_t *len, size_t n, char *err,
                        size_t errlen);
 

@@ -5,8 +5,8 @@
  * 3. rename into mbox/<id>/<uid>.<guid>:2,<flags>; fsync the mailbox dir
  *
  * Three fsyncs (two under STORE_FSYNC_OPTIMIZED, which leaves the rename
- * of step 3 to the file system), and the SQLite write lock is held only for step 2, so
- * deliveries to one user overlap their file I/O.  A crash before 2 leaves an
+ * of step 3 to the file system), and the SQLite write lock is held only
+ * for step 2, so deliveries to one user overlap their file I/O.  A crash before 2 leaves an
  * unindexed tmp file (removed on the next open: never acknowledged); a crash
  * between 2 and 3 leaves an indexed tmp file, which readers already find and
  * the next open moves into place.  The user's lock file is held shared from

@@ -54,17 +54,24 @@ void store_msgcache_read_header(int fd, uint64_t size, sbuf *out)
     }
 }
 
+/* Inside a write transaction: entry field of guid (an existing one is
+ * kept).  SQLITE_DONE on success. */
+static int put_entry(store_user *u, const char *guid, int field, const void *data, size_t len)
+{
+    sqlite3_stmt *s = store_stmt(u, ST_CACHE_PUT);
+    if (!s) return SQLITE_ERROR;
+    sqlite3_bind_text(s, 1, guid, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 2, field);
+    sqlite3_bind_blob(s, 3, len ? data : "", (int)len, SQLITE_STATIC);
+    int r = sqlite3_step(s);
+    sqlite3_reset(s);
+    return r;
+}
+
 int store_msgcache_put_header(store_user *u, const char *guid, const sbuf *header)
 {
     if (header->len == 0) return 0;
-    sqlite3_stmt *s = store_stmt(u, ST_CACHE_PUT);
-    if (!s) return -1;
-    sqlite3_bind_text(s, 1, guid, -1, SQLITE_STATIC);
-    sqlite3_bind_int(s, 2, STORE_MSGCACHE_HEADER);
-    sqlite3_bind_blob(s, 3, header->data, (int)header->len, SQLITE_STATIC);
-    int r = sqlite3_step(s);
-    sqlite3_reset(s);
-    return r == SQLITE_DONE ? 0 : -1;
+    return put_entry(u, guid, STORE_MSGCACHE_HEADER, header->data, header->len) == SQLITE_DONE ? 0 : -1;
 }
 
 int store_msgcache_header_file(store_user *u, const char *rel, const char *guid)
@@ -140,7 +147,7 @@ int store_msgcache_get(store_user *u, const char *mailbox, uint32_t uid, int fie
     return rc;
 }
 
-int store_msgcache_put(store_user *u, const char *mailbox, int field, const uint32_t *uids,
+int store_msgcache_put(store_user *u, const char *mailbox, const uint32_t *uids, const int *fields,
                        const char *const *data, const size_t *len, size_t n, char *err,
                        size_t errlen)
 {
@@ -153,14 +160,8 @@ int store_msgcache_put(store_user *u, const char *mailbox, int field, const uint
         struct msgrow m;
         int g = store_msg_get(u, box, uids[i], &m);
         if (g == 1) continue;   /* expunged meanwhile */
-        sqlite3_stmt *s = g < 0 ? NULL : store_stmt(u, ST_CACHE_PUT);
-        if (!s) { rc = store_dbfail(u, err, errlen, "cache"); break; }
-        sqlite3_bind_text(s, 1, m.guid, -1, SQLITE_STATIC);
-        sqlite3_bind_int(s, 2, field);
-        sqlite3_bind_blob(s, 3, len[i] ? data[i] : "", (int)len[i], SQLITE_STATIC);
-        int r = sqlite3_step(s);
-        sqlite3_reset(s);
-        if (r != SQLITE_DONE) rc = store_dbfail(u, err, errlen, "cache");
+        if (g < 0 || put_entry(u, m.guid, fields[i], data[i], len[i]) != SQLITE_DONE)
+            rc = store_dbfail(u, err, errlen, "cache");
     }
     if (rc == 0) rc = store_commit(u, err, errlen);
     else store_rollback(u);

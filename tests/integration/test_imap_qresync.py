@@ -131,6 +131,16 @@ def test_rfc7162_3_2_10_other_sessions_expunges_arrive_as_vanished(inst):
     r.close()
 
 
+def expunge_each(inst, box, uids):
+    """Another session expunges uids of box, one UID EXPUNGE each."""
+    o = session(inst, enable=False)
+    ok(o, "s", 'SELECT "%s"' % box)
+    for uid in uids:
+        ok(o, "d", "UID STORE %d +FLAGS.SILENT (\\Deleted)" % uid)
+        ok(o, "e", "UID EXPUNGE %d" % uid)
+    o.close()
+
+
 def test_rfc7162_3_2_5_2_vanished_after_the_history_was_trimmed(make_imap_instance):
     """With a short expunge history (expunge_history = 3) the expunges a
     client missed may be forgotten; SELECT (QRESYNC ...) must then still
@@ -141,13 +151,8 @@ def test_rfc7162_3_2_5_2_vanished_after_the_history_was_trimmed(make_imap_instan
     box = mailbox_with(r, 70)
     uv, hms = state(r, box)
     ok(r, "u", "UNSELECT")
-    o = session(i, enable=False)
-    ok(o, "s", 'SELECT "%s"' % box)
     # One by one: the expunge of uid 64 trims the history to the last 3.
-    for uid in list(range(2, 66, 2)) + [67]:
-        ok(o, "d", "UID STORE %d +FLAGS.SILENT (\\Deleted)" % uid)
-        ok(o, "e", "UID EXPUNGE %d" % uid)
-    o.close()
+    expunge_each(i, box, list(range(2, 66, 2)) + [67])
     db = sqlite3.connect(str(i.mail_dir / "example.test" / "alice" / "index.db"), timeout=10)
     try:
         kept = db.execute("SELECT count(*) FROM expunged e JOIN mailbox b ON b.id=e.mailbox_id"
@@ -162,10 +167,6 @@ def test_rfc7162_3_2_5_2_vanished_after_the_history_was_trimmed(make_imap_instan
     # Since a recent modseq the history is complete again: only what came after.
     _, hms2 = state(r, box)
     ok(r, "u2", "UNSELECT")
-    o = session(i, enable=False)
-    ok(o, "s", 'SELECT "%s"' % box)
-    ok(o, "d", "UID STORE 69 +FLAGS.SILENT (\\Deleted)")
-    ok(o, "e", "UID EXPUNGE 69")
-    o.close()
+    expunge_each(i, box, [69])
     lines, _ = ok(r, "q2", 'SELECT "%s" (QRESYNC (%d %d 1:70))' % (box, uv, hms2))
     assert [l for l in lines if b"VANISHED" in l] == [b"* VANISHED (EARLIER) 69"], lines
